@@ -1,0 +1,1044 @@
+"""One connection's protocol state machine: which command is running, where its
+response ends, and what it cost.
+
+Theory of operation
+===================
+
+The proxy relays bytes in the chunks they arrive in. Both directions pass through a
+`ConnectionTracker` first: `client_data(chunk)` and `server_data(chunk)` return the
+bytes to forward (the same object, except for the two handshake packets whose
+capability flags are masked) and append what happened to `events`.
+
+Each direction has a framer that finds packet boundaries from the 4-byte headers. For
+each packet the tracker decides, from the phase and the packet's first payload byte,
+how much of the payload it needs: all of it for the few control packets it parses
+(greeting, handshake response, OK, ERR, EOF, column count, PREPARE_OK), a bounded
+prefix of client commands (the query text), and nothing but the first byte for rows
+and column definitions, which are never copied. Rows are scanned by a tight loop over
+the chunk (`_scan_rows`).
+
+Phases of the server side (what the next server packet may be):
+
+    CONNECT          greeting (0x0a) or ERR                   -> AUTH (client answers)
+    AUTH             OK -> IDLE, ERR -> CLOSED, 0xFE auth switch, 0x01 more auth data
+    IDLE             nothing (an ERR before the server closes is tolerated)
+    RESULT           OK (more results?) | ERR | 0xFB LOCAL INFILE | column count
+    COLUMNS          n column definitions                     -> COLUMNS_EOF or ROWS
+    COLUMNS_EOF      EOF (no CLIENT_DEPRECATE_EOF); cursor opened -> done, else ROWS
+    ROWS             rows until EOF/OK(0xFE) (more results? -> RESULT) or ERR
+    PREPARE          PREPARE_OK -> PARAMS -> PARAMS_EOF -> PREP_COLUMNS -> PREP_COLUMNS_EOF
+    SIMPLE           exactly one OK, ERR or EOF
+    SINGLE           exactly one packet of any content (COM_STATISTICS)
+    FIELD_LIST       column definitions until EOF/OK(0xFE) or ERR
+    STREAM           binlog events (0x00...) until EOF or ERR
+    INFILE           the server waits while the client sends the file, then RESULT
+    CLOSED           after COM_QUIT or a refused login: nothing more is expected
+
+The client side is simpler: HANDSHAKE (the handshake response), AUTH (auth data,
+relayed unread), COMMAND (each packet starts a command), INFILE (file contents up to an
+empty packet), CLOSED.
+
+Commands may be pipelined: a command that arrives while an earlier one is still being
+answered waits in a queue, and responses are matched to commands in order.
+
+Every packet's sequence id is checked. Anything no transition accepts raises
+ProtocolError: the connection is closed rather than relayed out of step.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mysqlproxy.protocol import messages, wire
+from mysqlproxy.protocol.constants import (
+    ERR_HEADER,
+    LOCAL_INFILE_HEADER,
+    MASKED_CAPABILITIES,
+    MAX_PACKET_PAYLOAD,
+    OK_HEADER,
+    Capability,
+    Command,
+    ServerStatus,
+)
+from mysqlproxy.protocol.errors import ProtocolError, UnsupportedFeature
+from mysqlproxy.protocol.events import (
+    Authenticated,
+    AuthenticationFailed,
+    QueryEvent,
+    TrackerEvent,
+)
+from mysqlproxy.protocol.messages import ParamValue
+
+# How much of a client command the tracker keeps for its event. The command itself is
+# always forwarded whole; only the copy is bounded (a 1 GiB INSERT must not be copied).
+MAX_CAPTURED_COMMAND = 1 << 20
+# Per parameter sent with COM_STMT_SEND_LONG_DATA, for the same reason.
+MAX_CAPTURED_LONG_DATA = 1 << 16
+# Control packets (OK, ERR, greeting...) are parsed whole; none is legitimately large.
+MAX_CONTROL_PACKET = 1 << 20
+
+# Server phases (plain ints: they are compared on every packet).
+S_CONNECT, S_AUTH, S_IDLE, S_RESULT, S_COLUMNS, S_COLUMNS_EOF, S_ROWS = range(7)
+S_PREPARE, S_PARAMS, S_PARAMS_EOF, S_PREP_COLUMNS, S_PREP_COLUMNS_EOF = range(7, 12)
+S_SIMPLE, S_SINGLE, S_FIELD_LIST, S_STREAM, S_INFILE, S_CLOSED = range(12, 18)
+SERVER_PHASE_NAMES = (
+    "CONNECT",
+    "AUTH",
+    "IDLE",
+    "RESULT",
+    "COLUMNS",
+    "COLUMNS_EOF",
+    "ROWS",
+    "PREPARE",
+    "PARAMS",
+    "PARAMS_EOF",
+    "PREP_COLUMNS",
+    "PREP_COLUMNS_EOF",
+    "SIMPLE",
+    "SINGLE",
+    "FIELD_LIST",
+    "STREAM",
+    "INFILE",
+    "CLOSED",
+)
+
+# Client phases.
+C_HANDSHAKE, C_AUTH, C_COMMAND, C_INFILE, C_CLOSED = range(5)
+
+# Where each command's response starts. Commands missing here have no response.
+_RESPONSE_PHASE: dict[int, int] = {
+    Command.COM_QUERY: S_RESULT,
+    Command.COM_PROCESS_INFO: S_RESULT,
+    Command.COM_STMT_EXECUTE: S_RESULT,
+    Command.COM_STMT_BULK_EXECUTE: S_RESULT,
+    Command.COM_STMT_FETCH: S_ROWS,
+    Command.COM_STMT_PREPARE: S_PREPARE,
+    Command.COM_FIELD_LIST: S_FIELD_LIST,
+    Command.COM_STATISTICS: S_SINGLE,
+    Command.COM_CHANGE_USER: S_AUTH,
+    Command.COM_BINLOG_DUMP: S_STREAM,
+    Command.COM_BINLOG_DUMP_GTID: S_STREAM,
+}
+_NO_RESPONSE = frozenset(
+    {Command.COM_QUIT, Command.COM_STMT_CLOSE, Command.COM_STMT_SEND_LONG_DATA}
+)
+_COLUMN_DEFINITION_FIRST_BYTE = 0x03  # every column definition starts with lenenc "def"
+_EOF_MAX_PAYLOAD = 9  # a 0xFE packet shorter than this is EOF, not a length prefix
+_INDEX_FLAGS = (
+    ServerStatus.SERVER_QUERY_NO_INDEX_USED | ServerStatus.SERVER_QUERY_NO_GOOD_INDEX_USED
+)
+_MORE_RESULTS = int(ServerStatus.SERVER_MORE_RESULTS_EXISTS)
+_CURSOR_EXISTS = int(ServerStatus.SERVER_STATUS_CURSOR_EXISTS)
+_USE_STATEMENT = re.compile(rb"^\s*use\s+(?:`((?:[^`]|``)+)`|([^\s;`]+))\s*;?\s*$", re.I)
+_HEADER = struct.Struct("<I")
+
+
+@dataclass(slots=True)
+class _Statement:
+    """A prepared statement as the tracker remembers it."""
+
+    query: str
+    num_params: int
+    param_types: tuple[int, ...] | None = None
+    long_data: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Command:
+    """A command in flight (mutable while its response streams)."""
+
+    code: int
+    payload: bytes  # at most MAX_CAPTURED_COMMAND bytes of it
+    total_length: int
+    sequence_id: int  # of the command's last packet
+    started_ns: int
+    started_at: float
+    schema: str | None
+    user: str
+    bytes_received: int
+    first_byte_ns: int = 0
+    bytes_sent: int = 0
+    rows_sent: int = 0
+    rows_affected: int = 0
+    insert_id: int = 0
+    warnings: int = 0
+    error_code: int = 0
+    error_message: str = ""
+    sql_state: str = ""
+    status: int = 0
+    index_flags: int = 0
+    result_sets: int = 0
+    statement: _Statement | None = None
+    new_schema: str | None = None  # set on success of USE / COM_INIT_DB
+    change_user: messages.ChangeUser | None = None
+
+
+class _Framer:
+    """Packet boundaries in one direction, across chunks.
+
+    `capture(length, first_byte)` tells, once a packet's header and first payload byte
+    are known, how many payload bytes to keep; the rest is passed over. `on_packet`
+    receives (sequence id, total payload length, kept bytes, first byte, end position
+    in the chunk) when the logical packet, with all its 0xFFFFFF pieces, has passed.
+    The first byte is -1 for an empty packet.
+    """
+
+    __slots__ = (
+        "_capture",
+        "_on_packet",
+        "expected_seq",
+        "first",
+        "in_packet",
+        "kept",
+        "limit",
+        "partial",
+        "piece_continues",
+        "seq",
+        "silent",
+        "skip",
+        "total",
+    )
+
+    def __init__(
+        self,
+        capture: Callable[[int, int], int],
+        on_packet: Callable[[int, int, bytes, int, int], None],
+    ) -> None:
+        self._capture = capture
+        self._on_packet = on_packet
+        self.partial = bytearray()  # an incomplete header (under 5 bytes) of the next piece
+        self.skip = 0  # payload bytes of the current piece still to come
+        self.kept = bytearray()  # captured payload of the current logical packet
+        self.limit = 0  # how many payload bytes to capture
+        self.in_packet = False  # between the pieces of a logical packet
+        self.piece_continues = False  # the current piece is 0xFFFFFF long
+        self.silent = False  # the packet was already accounted for (see skip_rest)
+        self.seq = 0  # sequence id of the logical packet's first piece
+        self.total = 0  # payload length so far
+        self.first = -1
+        self.expected_seq = 0  # of the next piece of a multi-piece packet
+
+    @property
+    def at_boundary(self) -> bool:
+        return not (self.skip or self.partial or self.in_packet)
+
+    def skip_rest(self, remaining: int) -> None:
+        """The caller has accounted for a packet whose last `remaining` bytes are still
+        to come: pass over them without a callback."""
+        self.skip = remaining
+        self.in_packet = True
+        self.piece_continues = False
+        self.silent = True
+        self.limit = 0
+
+    def feed(self, data: bytes, pos: int, end: int) -> int:
+        """Consume data[pos:end] up to the end of one logical packet; returns the new
+        position (end, or just after the packet that completed)."""
+        while pos < end:
+            if self.skip:
+                take = min(self.skip, end - pos)
+                room = self.limit - len(self.kept)
+                if room > 0:
+                    self.kept += data[pos : pos + min(take, room)]
+                self.skip -= take
+                pos += take
+                if not self.skip and self._piece_done(pos):
+                    return pos
+                continue
+            partial = self.partial
+            if partial or end - pos < 5:
+                need = 4 if len(partial) < 4 else 5
+                take = min(need - len(partial), end - pos)
+                partial += data[pos : pos + take]
+                pos += take
+                if len(partial) < 4:
+                    continue
+                length = partial[0] | partial[1] << 8 | partial[2] << 16
+                if length and len(partial) < 5:
+                    continue
+                seq = partial[3]
+                first = partial[4] if length else -1
+                partial.clear()
+                self._start_piece(length, seq, first)
+                if length:
+                    if len(self.kept) < self.limit:
+                        self.kept.append(first)
+                    self.skip = length - 1
+                if not self.skip and self._piece_done(pos):
+                    return pos
+                continue
+            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            self._start_piece(length, data[pos + 3], data[pos + 4] if length else -1)
+            pos += 4
+            self.skip = length
+            if not length and self._piece_done(pos):
+                return pos
+        return pos
+
+    def _start_piece(self, length: int, seq: int, first: int) -> None:
+        if self.in_packet:
+            if seq != self.expected_seq:
+                raise ProtocolError(
+                    f"continuation packet has sequence id {seq}, expected {self.expected_seq}"
+                )
+        else:
+            self.in_packet = True
+            self.seq = seq
+            self.total = 0
+            self.first = first
+            self.kept = bytearray()
+            self.limit = self._capture(length, first)
+        self.total += length
+        self.expected_seq = (seq + 1) & 0xFF
+        self.piece_continues = length == MAX_PACKET_PAYLOAD
+
+    def _piece_done(self, pos: int) -> bool:
+        """A piece ended at `pos`; True when that ended the logical packet."""
+        if self.piece_continues:
+            return False
+        self.in_packet = False
+        if self.silent:
+            self.silent = False
+        else:
+            self._on_packet(self.seq, self.total, bytes(self.kept), self.first, pos)
+        return True
+
+
+class ConnectionTracker:
+    """Follows one client connection. See the module docstring."""
+
+    def __init__(
+        self,
+        connection_id: int = 0,
+        client_address: str = "",
+        backend_address: str = "",
+        *,
+        masked_capabilities: Capability = MASKED_CAPABILITIES,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,
+        wall_clock: Callable[[], float] = time.time,
+        emit_query_events: bool = True,
+    ) -> None:
+        self.connection_id = connection_id
+        self.client_address = client_address
+        self.backend_address = backend_address
+        self.masked_capabilities = masked_capabilities
+        self._clock_ns = clock_ns
+        self._wall_clock = wall_clock
+        # With no observer of queries, events are not built at all (the hot path with
+        # logging off pays for the framing only).
+        self.emit_query_events = emit_query_events
+        self.events: list[TrackerEvent] = []
+
+        self.server_phase = S_CONNECT
+        self.client_phase = C_HANDSHAKE
+        self.greeting: messages.Greeting | None = None
+        self.server_capabilities = Capability(0)  # as offered to the client (masked)
+        self.capabilities = Capability(0)  # negotiated
+        self.user = ""
+        self.schema: str | None = None
+        self.thread_id = 0
+        self.authenticated = False
+        self.statements: dict[int, _Statement] = {}
+        self._last_prepared_id: int | None = None
+
+        self._queue: deque[_Command] = deque()  # commands sent, response not complete
+        self._server_seq = 0
+        self._client_seq = 0
+        self._columns_left = 0
+        self._params_left = 0
+        self._handshake_out: bytes | None = None
+        self._infile_seq = 0
+        self._chunk_pos = 0  # in the current server chunk, the first byte not yet counted
+        self._packet_end = 0  # in the current server chunk, the end of the packet at hand
+        self._in_server_data = False
+        self._handshake_buffer = bytearray()
+        self._original_server_capabilities = Capability(0)
+        self._prepared_statement_id: int | None = None
+        self._server = _Framer(self._server_capture, self._server_packet)
+        self._client = _Framer(self._client_capture, self._client_packet)
+
+    # --- public API ---------------------------------------------------------------
+
+    @property
+    def current_command(self) -> int | None:
+        """The command whose response is awaited, if any."""
+        return self._queue[0].code if self._queue else None
+
+    @property
+    def command_started_ns(self) -> int | None:
+        return self._queue[0].started_ns if self._queue else None
+
+    @property
+    def idle(self) -> bool:
+        """No command is in flight and both directions are at a packet boundary."""
+        return (
+            not self._queue
+            and self.server_phase in (S_IDLE, S_CLOSED)
+            and self._client.at_boundary
+            and self._server.at_boundary
+        )
+
+    @property
+    def phase_name(self) -> str:
+        return SERVER_PHASE_NAMES[self.server_phase]
+
+    def client_data(self, data: bytes) -> bytes:
+        """Bytes from the client. Returns the bytes to send to the server."""
+        if self.client_phase == C_HANDSHAKE:
+            return self._client_handshake_data(data)
+        pos, n = 0, len(data)
+        feed = self._client.feed
+        while pos < n:
+            pos = feed(data, pos, n)
+        return data
+
+    def server_data(self, data: bytes) -> bytes:
+        """Bytes from the server. Returns the bytes to send to the client."""
+        if self.server_phase == S_CONNECT:
+            return self._server_greeting_data(data)
+        n = len(data)
+        queue = self._queue
+        if queue and not queue[0].first_byte_ns:
+            queue[0].first_byte_ns = self._clock_ns()
+        self._chunk_pos = 0
+        self._in_server_data = True
+        pos = 0
+        framer = self._server
+        capture = self._server_capture
+        on_packet = self._server_packet
+        try:
+            while pos < n:
+                if framer.at_boundary:
+                    if self.server_phase == S_ROWS:
+                        pos = self._scan_rows(data, pos, n)
+                        if pos >= n:
+                            break
+                    if n - pos >= 5:
+                        # A whole packet in this chunk: no framer bookkeeping.
+                        length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+                        end = pos + 4 + length
+                        if end <= n and length < MAX_PACKET_PAYLOAD:
+                            first = data[pos + 4] if length else -1
+                            limit = capture(length, first)
+                            kept = data[pos + 4 : pos + 4 + limit] if limit else b""
+                            on_packet(data[pos + 3], length, kept, first, end)
+                            pos = end
+                            continue
+                pos = framer.feed(data, pos, n)
+        finally:
+            self._in_server_data = False
+        if queue:
+            queue[0].bytes_sent += n - self._chunk_pos
+        return data
+
+    # --- server side --------------------------------------------------------------
+
+    def _scan_rows(self, data: bytes, pos: int, n: int) -> int:
+        """The hot loop: count rows packet by packet without copying them. Stops at
+        anything that is not a plain row starting in this chunk (a terminator, ERR, a
+        16 MiB piece, a sequence error, an incomplete header) and leaves it to the
+        general path."""
+        seq = self._server_seq
+        rows = 0
+        header = _HEADER.unpack_from
+        while n - pos >= 5:
+            word = header(data, pos)[0]
+            length = word & 0xFFFFFF
+            first = data[pos + 4]
+            if (
+                word >> 24 != seq
+                or length >= MAX_PACKET_PAYLOAD
+                or first == ERR_HEADER
+                or first == 0xFE
+            ):
+                break
+            rows += 1
+            seq = (seq + 1) & 0xFF
+            pos += 4 + length
+            if pos > n:
+                self._server.skip_rest(pos - n)
+                pos = n
+                break
+        self._server_seq = seq
+        if rows:
+            self._queue[0].rows_sent += rows
+        return pos
+
+    def _server_capture(self, length: int, first: int) -> int:
+        """How many payload bytes of a server packet to keep."""
+        phase = self.server_phase
+        if phase in (S_ROWS, S_STREAM):
+            if first == ERR_HEADER or (first == 0xFE and length < MAX_PACKET_PAYLOAD):
+                return self._control_limit(length)
+            return 0
+        if phase in (S_COLUMNS, S_PARAMS, S_PREP_COLUMNS, S_SINGLE):
+            if first == ERR_HEADER:
+                return self._control_limit(length)
+            return 0
+        if phase == S_FIELD_LIST:
+            if first == _COLUMN_DEFINITION_FIRST_BYTE:
+                return 0
+            return self._control_limit(length)
+        return self._control_limit(length)
+
+    @staticmethod
+    def _control_limit(length: int) -> int:
+        if length > MAX_CONTROL_PACKET:
+            raise ProtocolError(f"control packet of {length} bytes exceeds the limit")
+        return length
+
+    def _check_server_seq(self, seq: int) -> None:
+        if seq != self._server_seq:
+            raise ProtocolError(
+                f"server packet has sequence id {seq}, expected {self._server_seq} "
+                f"(phase {self.phase_name})"
+            )
+
+    def _server_packet(self, seq: int, length: int, payload: bytes, first: int, end: int) -> None:
+        """One complete logical packet from the server, ending at `end` in the chunk
+        (payload cut to what _server_capture asked for)."""
+        self._packet_end = end
+        phase = self.server_phase
+        if phase in (S_IDLE, S_CLOSED):
+            if first == ERR_HEADER:
+                # A server may say why before it closes (shutdown, killed, timeout).
+                return
+            raise ProtocolError(
+                f"server sent a packet (first byte {first}) while no command was running"
+            )
+        self._check_server_seq(seq)
+        self._server_seq = (seq + (length // MAX_PACKET_PAYLOAD) + 1) & 0xFF
+        if phase == S_INFILE:
+            raise ProtocolError("server sent a packet while the client was sending a file")
+        if phase == S_AUTH:
+            self._auth_packet(seq, payload, first)
+            return
+        cmd = self._queue[0]
+        if first == ERR_HEADER and phase != S_SINGLE:
+            self._fail(cmd, payload)
+            return
+        if phase == S_ROWS:
+            if first == 0xFE and length < MAX_PACKET_PAYLOAD:
+                self._result_end(cmd, payload)
+            else:
+                cmd.rows_sent += 1
+        elif phase == S_RESULT:
+            self._result_start(cmd, payload, first)
+        elif phase == S_COLUMNS:
+            self._column_definition(first)
+            self._columns_left -= 1
+            if not self._columns_left:
+                deprecate = self.capabilities & Capability.CLIENT_DEPRECATE_EOF
+                self.server_phase = S_ROWS if deprecate else S_COLUMNS_EOF
+        elif phase == S_COLUMNS_EOF:
+            eof = self._expect_eof(payload)
+            if cmd.code == Command.COM_STMT_EXECUTE and eof.status & _CURSOR_EXISTS:
+                self._result_end(cmd, payload)
+            else:
+                self.server_phase = S_ROWS
+        elif phase == S_PREPARE:
+            self._prepare_ok(cmd, payload)
+        elif phase == S_PARAMS:
+            self._column_definition(first)
+            self._params_left -= 1
+            if not self._params_left:
+                if self.capabilities & Capability.CLIENT_DEPRECATE_EOF:
+                    self._after_prepare_params(cmd)
+                else:
+                    self.server_phase = S_PARAMS_EOF
+        elif phase == S_PARAMS_EOF:
+            self._expect_eof(payload)
+            self._after_prepare_params(cmd)
+        elif phase == S_PREP_COLUMNS:
+            self._column_definition(first)
+            self._columns_left -= 1
+            if not self._columns_left:
+                if self.capabilities & Capability.CLIENT_DEPRECATE_EOF:
+                    self._complete(cmd)
+                else:
+                    self.server_phase = S_PREP_COLUMNS_EOF
+        elif phase == S_PREP_COLUMNS_EOF:
+            self._expect_eof(payload)
+            self._complete(cmd)
+        elif phase == S_SIMPLE:
+            self._simple_response(cmd, payload, first)
+        elif phase == S_SINGLE:
+            if first == ERR_HEADER:
+                self._fail(cmd, payload)
+            else:
+                self._complete(cmd)
+        elif phase == S_FIELD_LIST:
+            if first == _COLUMN_DEFINITION_FIRST_BYTE:
+                return
+            if first != 0xFE:
+                raise ProtocolError(f"unexpected packet 0x{first:02x} in a field list")
+            self._apply_terminator(cmd, payload)
+            self._complete(cmd)
+        elif phase == S_STREAM:
+            if first == 0xFE and length < MAX_PACKET_PAYLOAD:
+                self._complete(cmd)
+            elif first != OK_HEADER:
+                raise ProtocolError(f"unexpected packet 0x{first:02x} in a binlog stream")
+        else:  # pragma: no cover - every phase is handled above
+            raise ProtocolError(f"no transition from phase {self.phase_name}")
+
+    def _column_definition(self, first: int) -> None:
+        if first != _COLUMN_DEFINITION_FIRST_BYTE:
+            raise ProtocolError(
+                f"expected a column definition, got a packet starting 0x{first:02x} "
+                f"(phase {self.phase_name})"
+            )
+
+    def _expect_eof(self, payload: bytes) -> messages.EofPacket:
+        if not payload or payload[0] != 0xFE or len(payload) >= _EOF_MAX_PAYLOAD:
+            raise ProtocolError(f"expected an EOF packet (phase {self.phase_name})")
+        return messages.parse_eof(payload)
+
+    def _result_start(self, cmd: _Command, payload: bytes, first: int) -> None:
+        if first == OK_HEADER:
+            self._result_end(cmd, payload)
+        elif first == LOCAL_INFILE_HEADER:
+            if cmd.code != Command.COM_QUERY:
+                raise ProtocolError("LOCAL INFILE request in answer to a non-query command")
+            self.server_phase = S_INFILE
+            self.client_phase = C_INFILE
+            self._client_seq = self._server_seq
+        elif first == 0xFE or first < 0:
+            raise ProtocolError(f"unexpected packet 0x{first & 0xFF:02x} at start of a result")
+        else:
+            count, end = wire.read_lenenc_int(payload, 0)
+            if not count or end != len(payload):
+                raise ProtocolError("invalid column count packet")
+            cmd.result_sets += 1
+            self._columns_left = count
+            self.server_phase = S_COLUMNS
+
+    def _apply_terminator(self, cmd: _Command, payload: bytes) -> int:
+        """An OK, or EOF, or OK with 0xFE header: record it; returns the status."""
+        if self.capabilities & Capability.CLIENT_DEPRECATE_EOF or payload[0] == OK_HEADER:
+            ok = messages.parse_ok(payload, self.capabilities)
+            cmd.rows_affected += ok.affected_rows
+            if ok.last_insert_id:
+                cmd.insert_id = ok.last_insert_id
+            cmd.warnings += ok.warnings
+            status = int(ok.status)
+            if ok.schema is not None:
+                cmd.new_schema = ok.schema
+        else:
+            eof = messages.parse_eof(payload)
+            cmd.warnings += eof.warnings
+            status = int(eof.status)
+        cmd.status = status
+        cmd.index_flags |= status & _INDEX_FLAGS
+        return status
+
+    def _result_end(self, cmd: _Command, payload: bytes) -> None:
+        status = self._apply_terminator(cmd, payload)
+        if status & _MORE_RESULTS:
+            self.server_phase = S_RESULT
+        else:
+            self._complete(cmd)
+
+    def _simple_response(self, cmd: _Command, payload: bytes, first: int) -> None:
+        if first == OK_HEADER:
+            self._apply_terminator(cmd, payload)
+        elif first == 0xFE and len(payload) < _EOF_MAX_PAYLOAD:
+            eof = messages.parse_eof(payload)
+            cmd.warnings += eof.warnings
+            cmd.status = int(eof.status)
+        else:
+            raise ProtocolError(f"expected OK, ERR or EOF, got 0x{first & 0xFF:02x}")
+        self._complete(cmd)
+
+    def _prepare_ok(self, cmd: _Command, payload: bytes) -> None:
+        ok = messages.parse_prepare_ok(payload)
+        cmd.warnings += ok.warnings
+        statement = _Statement(self._command_text(cmd)[0], ok.num_params)
+        self.statements[ok.statement_id] = statement
+        self._last_prepared_id = ok.statement_id
+        cmd.statement = statement
+        cmd.insert_id = 0
+        self._params_left = ok.num_params
+        self._columns_left = ok.num_columns
+        self._prepared_statement_id = ok.statement_id
+        if self._params_left:
+            self.server_phase = S_PARAMS
+        else:
+            self._after_prepare_params(cmd)
+
+    def _after_prepare_params(self, cmd: _Command) -> None:
+        if self._columns_left:
+            self.server_phase = S_PREP_COLUMNS
+        else:
+            self._complete(cmd)
+
+    def _fail(self, cmd: _Command, payload: bytes) -> None:
+        err = messages.parse_err(payload)
+        cmd.error_code = err.code
+        cmd.error_message = err.message
+        cmd.sql_state = err.sql_state
+        if cmd.code == Command.COM_CHANGE_USER:
+            self.events.append(
+                AuthenticationFailed(
+                    cmd.change_user.username if cmd.change_user else self.user,
+                    err.code,
+                    err.message,
+                )
+            )
+        self._complete(cmd)
+
+    # --- connection phase ---------------------------------------------------------
+
+    def _server_greeting_data(self, data: bytes) -> bytes:
+        buf = self._take_handshake_packet(data, "server greeting")
+        if buf is None:
+            return b""
+        if len(buf) > 4 + (buf[0] | buf[1] << 8 | buf[2] << 16):
+            raise ProtocolError("server sent data before the client answered its greeting")
+        seq, payload = buf[3], bytes(buf[4:])
+        if seq != 0:
+            raise ProtocolError(f"greeting has sequence id {seq}, expected 0")
+        if payload[:1] == b"\xff":
+            err = messages.parse_err(payload)
+            self.events.append(AuthenticationFailed("", err.code, err.message))
+            self.server_phase = S_CLOSED
+            self.client_phase = C_CLOSED
+            return bytes(buf)
+        original = messages.parse_greeting(payload)
+        greeting, masked = messages.mask_greeting(payload, self.masked_capabilities)
+        self.greeting = original
+        self.thread_id = original.thread_id
+        self.server_capabilities = greeting.capabilities
+        self._original_server_capabilities = original.capabilities
+        self.server_phase = S_AUTH
+        self._server_seq = 1
+        self._client_seq = 1
+        return bytes(buf[:4]) + masked
+
+    def _client_handshake_data(self, data: bytes) -> bytes:
+        if self.server_phase == S_CONNECT:
+            raise ProtocolError("client sent data before the server greeting")
+        buf = self._take_handshake_packet(data, "handshake response")
+        if buf is None:
+            return b""
+        length = buf[0] | buf[1] << 8 | buf[2] << 16
+        rest = bytes(buf[4 + length :])
+        seq, payload = buf[3], bytes(buf[4 : 4 + length])
+        if seq != self._client_seq:
+            raise ProtocolError(f"handshake response has sequence id {seq}, expected 1")
+        response = messages.parse_handshake_response(payload, self._original_server_capabilities)
+        if response.is_ssl_request or response.capabilities & Capability.CLIENT_SSL:
+            raise UnsupportedFeature("the client asked for TLS, which this proxy does not offer")
+        if response.capabilities & Capability.CLIENT_COMPRESS:
+            raise UnsupportedFeature(
+                "the client asked for compression, which this proxy does not offer"
+            )
+        rewritten = messages.mask_handshake_response(payload, self.masked_capabilities)
+        self.capabilities = Capability(int(response.capabilities) & int(self.server_capabilities))
+        self.user = response.username
+        self.schema = response.database
+        self.client_phase = C_AUTH
+        self._server_seq = (seq + 1) & 0xFF
+        self._client_seq = (seq + 1) & 0xFF
+        out = bytes(buf[:4]) + rewritten
+        if rest:
+            self.client_data(rest)
+            out += rest
+        return out
+
+    def _take_handshake_packet(self, data: bytes, what: str) -> bytearray | None:
+        """Buffer a handshake packet until it is whole (it may be rewritten, so it is
+        held back rather than streamed). Returns the buffered bytes once whole."""
+        buf = self._handshake_buffer
+        buf += data
+        if len(buf) < 4:
+            return None
+        length = buf[0] | buf[1] << 8 | buf[2] << 16
+        if length > MAX_CONTROL_PACKET:
+            raise ProtocolError(f"{what} too large")
+        if len(buf) < 4 + length:
+            return None
+        self._handshake_buffer = bytearray()
+        return buf
+
+    def _auth_packet(self, seq: int, payload: bytes, first: int) -> None:
+        self._client_seq = self._server_seq
+        if first == OK_HEADER:
+            if self._queue:  # COM_CHANGE_USER succeeded
+                cmd = self._queue[0]
+                change = cmd.change_user
+                if change is not None:
+                    self.user = change.username
+                    self.schema = change.database
+                self.statements.clear()
+                self._apply_terminator(cmd, payload)
+                self._complete(cmd)
+            else:
+                self.authenticated = True
+                ok = messages.parse_ok(payload, self.capabilities)
+                if ok.schema is not None:
+                    self.schema = ok.schema
+                self.server_phase = S_IDLE
+                self.client_phase = C_COMMAND
+            self.events.append(
+                Authenticated(
+                    self.user,
+                    self.schema,
+                    self.thread_id,
+                    self.greeting.server_version if self.greeting else "",
+                )
+            )
+        elif first == ERR_HEADER:
+            if self._queue:
+                self._fail(self._queue[0], payload)
+                return
+            err = messages.parse_err(payload)
+            self.events.append(AuthenticationFailed(self.user, err.code, err.message))
+            self.server_phase = S_CLOSED
+            self.client_phase = C_CLOSED
+        elif first in (0xFE, 0x01):
+            pass  # auth switch request / more auth data: the client may answer
+        else:
+            raise ProtocolError(f"unexpected packet 0x{first & 0xFF:02x} during authentication")
+
+    # --- client side --------------------------------------------------------------
+
+    def _client_capture(self, length: int, first: int) -> int:
+        if self.client_phase == C_COMMAND:
+            return MAX_CAPTURED_COMMAND
+        return 0
+
+    def _client_packet(self, seq: int, length: int, payload: bytes, first: int, end: int) -> None:
+        phase = self.client_phase
+        wire_bytes = length + 4 * (length // MAX_PACKET_PAYLOAD + 1)
+        if phase == C_COMMAND:
+            if seq != 0:
+                raise ProtocolError(f"command packet has sequence id {seq}, expected 0")
+            self._start_command(payload, length, seq, wire_bytes)
+        elif phase == C_AUTH:
+            if seq != self._client_seq:
+                raise ProtocolError(
+                    f"auth packet has sequence id {seq}, expected {self._client_seq}"
+                )
+            self._client_seq = self._server_seq = (seq + 1) & 0xFF
+        elif phase == C_INFILE:
+            if seq != self._client_seq:
+                raise ProtocolError(
+                    f"file data packet has sequence id {seq}, expected {self._client_seq}"
+                )
+            self._client_seq = (seq + length // MAX_PACKET_PAYLOAD + 1) & 0xFF
+            if self._queue:
+                self._queue[0].bytes_received += wire_bytes
+            if length == 0:
+                self.client_phase = C_COMMAND
+                self.server_phase = S_RESULT
+                self._server_seq = self._client_seq
+        else:
+            raise ProtocolError("client sent data after the connection ended")
+
+    def _start_command(self, payload: bytes, length: int, seq: int, wire_bytes: int) -> None:
+        if not payload:
+            raise ProtocolError("empty command packet")
+        code = payload[0]
+        cmd = _Command(
+            code=code,
+            payload=payload,
+            total_length=length,
+            sequence_id=seq,
+            started_ns=self._clock_ns(),
+            started_at=self._wall_clock(),
+            schema=self.schema,
+            user=self.user,
+            bytes_received=wire_bytes,
+        )
+        if code == Command.COM_STMT_EXECUTE or code == Command.COM_STMT_SEND_LONG_DATA:
+            self._bind_statement(cmd)
+        elif code == Command.COM_CHANGE_USER:
+            try:
+                cmd.change_user = messages.parse_change_user(payload, self.capabilities)
+            except ProtocolError:
+                cmd.change_user = None  # the server will refuse it
+        queue_was_empty = not self._queue
+        self._queue.append(cmd)
+        if queue_was_empty:
+            self._begin_response(cmd)
+
+    def _bind_statement(self, cmd: _Command) -> None:
+        """Remember the parameter types and long data a statement command carries; the
+        server keeps them for later executes, so must we."""
+        payload = cmd.payload
+        if len(payload) < 5:
+            return
+        statement_id = messages.statement_id_of(payload)
+        if statement_id == 0xFFFFFFFF and self._last_prepared_id is not None:
+            statement_id = self._last_prepared_id  # MariaDB: "the last prepared"
+        statement = self.statements.get(statement_id)
+        if statement is None:
+            return
+        cmd.statement = statement
+        if cmd.code == Command.COM_STMT_SEND_LONG_DATA:
+            _, param, data = messages.parse_long_data(payload)
+            previous = statement.long_data.get(param, b"")
+            if len(previous) < MAX_CAPTURED_LONG_DATA:
+                statement.long_data[param] = (previous + data)[:MAX_CAPTURED_LONG_DATA]
+            return
+        n = statement.num_params
+        bound_at = 10 + (n + 7) // 8
+        if n and len(payload) > bound_at and payload[bound_at] == 1:
+            types = payload[bound_at + 1 : bound_at + 1 + 2 * n]
+            if len(types) == 2 * n:
+                statement.param_types = tuple(
+                    int.from_bytes(types[i : i + 2], "little") for i in range(0, 2 * n, 2)
+                )
+
+    def _begin_response(self, cmd: _Command) -> None:
+        """Make `cmd` the command whose response the server side follows."""
+        code = cmd.code
+        if code in _NO_RESPONSE:
+            if code == Command.COM_QUIT:
+                self.server_phase = S_CLOSED
+                self.client_phase = C_CLOSED
+            elif code == Command.COM_STMT_CLOSE and len(cmd.payload) >= 5:
+                self.statements.pop(messages.statement_id_of(cmd.payload), None)
+            cmd.first_byte_ns = cmd.started_ns
+            self._complete(cmd)
+            return
+        self.server_phase = _RESPONSE_PHASE.get(code, S_SIMPLE)
+        self._server_seq = (cmd.sequence_id + cmd.total_length // MAX_PACKET_PAYLOAD + 1) & 0xFF
+        if code == Command.COM_CHANGE_USER:
+            self.client_phase = C_AUTH
+            self._client_seq = self._server_seq
+        elif code == Command.COM_STMT_RESET and cmd.statement is None and len(cmd.payload) >= 5:
+            statement = self.statements.get(messages.statement_id_of(cmd.payload))
+            if statement is not None:
+                statement.long_data.clear()
+
+    def _complete(self, cmd: _Command) -> None:
+        """The response to the head command is complete."""
+        now = self._clock_ns()
+        queue = self._queue
+        queue.popleft()
+        if self._in_server_data:
+            cmd.bytes_sent += self._packet_end - self._chunk_pos
+            self._chunk_pos = self._packet_end
+        if not cmd.error_code:
+            self._apply_session_effects(cmd)
+        if self.emit_query_events:
+            self.events.append(self._event(cmd, now))
+        if cmd.code == Command.COM_STMT_EXECUTE and cmd.statement is not None:
+            # The server forgets long data once a statement executes (after the event
+            # above, which shows it as the parameter's value).
+            cmd.statement.long_data.clear()
+        if self.server_phase != S_CLOSED:
+            self.server_phase = S_IDLE
+            if self.client_phase == C_AUTH:
+                self.client_phase = C_COMMAND
+        if queue:
+            self._begin_response(queue[0])
+
+    def _apply_session_effects(self, cmd: _Command) -> None:
+        code = cmd.code
+        if code == Command.COM_INIT_DB:
+            self.schema = cmd.payload[1:].decode("utf-8", "replace")
+        elif code == Command.COM_QUERY:
+            if cmd.new_schema is None and len(cmd.payload) < 300:
+                match = _USE_STATEMENT.match(cmd.payload[1:])
+                if match:
+                    name = match.group(1).replace(b"``", b"`") if match.group(1) else match.group(2)
+                    self.schema = name.decode("utf-8", "replace")
+        elif code == Command.COM_RESET_CONNECTION:
+            self.statements.clear()
+        if cmd.new_schema is not None:
+            self.schema = cmd.new_schema or None
+
+    # --- events -------------------------------------------------------------------
+
+    def _command_text(self, cmd: _Command) -> tuple[str, bool]:
+        """The text to log for a command, and whether it was cut at the capture limit."""
+        code = cmd.code
+        truncated = cmd.total_length > len(cmd.payload)
+        if code in (
+            Command.COM_QUERY,
+            Command.COM_STMT_PREPARE,
+            Command.COM_INIT_DB,
+            Command.COM_FIELD_LIST,
+            Command.COM_CREATE_DB,
+            Command.COM_DROP_DB,
+        ):
+            raw = cmd.payload[1:]
+            if code == Command.COM_FIELD_LIST:
+                raw = raw.split(b"\x00", 1)[0]
+            return raw.decode("utf-8", "backslashreplace"), truncated
+        if code in (Command.COM_STMT_EXECUTE, Command.COM_STMT_FETCH) and cmd.statement:
+            return cmd.statement.query, truncated
+        if code == Command.COM_PROCESS_KILL and len(cmd.payload) >= 5:
+            return str(int.from_bytes(cmd.payload[1:5], "little")), False
+        if code == Command.COM_CHANGE_USER and cmd.change_user is not None:
+            return cmd.change_user.username, False
+        return "", truncated
+
+    def _params(self, cmd: _Command) -> tuple[ParamValue, ...] | None:
+        statement = cmd.statement
+        if cmd.code != Command.COM_STMT_EXECUTE or statement is None:
+            return None
+        try:
+            request = messages.parse_execute(
+                cmd.payload,
+                statement.num_params,
+                statement.param_types,
+                statement.long_data,
+            )
+        except ProtocolError:
+            return None  # truncated capture or a packet the server refused
+        return request.params
+
+    def _event(self, cmd: _Command, now: int) -> QueryEvent:
+        text, truncated = self._command_text(cmd)
+        first = cmd.first_byte_ns or now
+        statement_id = None
+        if (
+            cmd.code
+            in (
+                Command.COM_STMT_EXECUTE,
+                Command.COM_STMT_FETCH,
+                Command.COM_STMT_CLOSE,
+                Command.COM_STMT_RESET,
+                Command.COM_STMT_SEND_LONG_DATA,
+            )
+            and len(cmd.payload) >= 5
+        ):
+            statement_id = messages.statement_id_of(cmd.payload)
+        elif cmd.code == Command.COM_STMT_PREPARE and not cmd.error_code:
+            statement_id = self._prepared_statement_id
+        return QueryEvent(
+            started_at=cmd.started_at,
+            connection_id=self.connection_id,
+            thread_id=self.thread_id,
+            client_address=self.client_address,
+            backend_address=self.backend_address,
+            user=cmd.user,
+            schema=cmd.schema,
+            command=cmd.code,
+            query=text,
+            statement_id=statement_id,
+            params=self._params(cmd),
+            first_byte_us=max(0, (first - cmd.started_ns) // 1000),
+            duration_us=max(0, (now - cmd.started_ns) // 1000),
+            rows_sent=cmd.rows_sent,
+            rows_affected=cmd.rows_affected,
+            insert_id=cmd.insert_id,
+            warnings=cmd.warnings,
+            error_code=cmd.error_code,
+            error_message=cmd.error_message,
+            sql_state=cmd.sql_state,
+            bytes_received=cmd.bytes_received,
+            bytes_sent=cmd.bytes_sent,
+            status=ServerStatus(cmd.status | cmd.index_flags),
+            result_sets=cmd.result_sets,
+            truncated=truncated,
+        )

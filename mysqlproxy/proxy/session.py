@@ -1,0 +1,313 @@
+"""One client connection and its backend connection: the relay.
+
+Both legs are asyncio Protocols (not Streams): bytes are handed to the tracker and
+written on in the chunks they arrived in. Backpressure runs both ways: when one leg's
+write buffer passes its high-water mark, reading from the other leg pauses, so memory
+per connection stays bounded whatever the size of a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING, cast
+
+from mysqlproxy.hooks import (
+    AddonManager,
+    AuthenticationFailed,
+    ConnectionClosed,
+    ConnectionInfo,
+    ConnectionOpened,
+)
+from mysqlproxy.protocol import events as tracker_events
+from mysqlproxy.protocol.constants import ErrorCode
+from mysqlproxy.protocol.errors import ProtocolError, UnsupportedFeature
+from mysqlproxy.protocol.messages import encode_err
+from mysqlproxy.protocol.packets import encode_packet
+from mysqlproxy.protocol.tracker import ConnectionTracker
+from mysqlproxy.proxy.backends import Backend
+from mysqlproxy.proxy.tasks import spawn
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+# Write buffer high-water mark per leg. Small enough that a slow client holds little
+# memory, large enough that a fast one never waits on it.
+WRITE_HIGH_WATER = 256 * 1024
+
+
+def _peer_name(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    sock = transport.get_extra_info("sockname")
+    return f"unix:{sock}" if sock else "unix"
+
+
+class _Leg(asyncio.Protocol):
+    """Adapts asyncio's Protocol callbacks to one side of a Session."""
+
+    def __init__(self, session: Session, is_client: bool) -> None:
+        self.session = session
+        self.is_client = is_client
+
+    def data_received(self, data: bytes) -> None:
+        if self.is_client:
+            self.session.client_data(data)
+        else:
+            self.session.backend_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.leg_lost(self.is_client, exc)
+
+    def pause_writing(self) -> None:
+        self.session.pause_reading(from_client=not self.is_client)
+
+    def resume_writing(self) -> None:
+        self.session.resume_reading(from_client=not self.is_client)
+
+    def eof_received(self) -> bool | None:
+        return False  # a half-closed leg closes the pair
+
+
+class Session:
+    """Relays one client connection to the backend through a ConnectionTracker."""
+
+    def __init__(
+        self,
+        connection_id: int,
+        backend: Backend,
+        addons: AddonManager,
+        on_closed: Callable[[Session], None],
+    ) -> None:
+        self.connection_id = connection_id
+        self.backend = backend
+        self.addons = addons
+        self._on_closed = on_closed
+        self.client: asyncio.Transport | None = None
+        self.server: asyncio.Transport | None = None
+        self.client_address = ""
+        self.connected_at = time.time()
+        self.tracker: ConnectionTracker | None = None
+        self.closed = False
+        self.close_reason: str | None = None
+        self.close_when_idle = False
+        self._opened_announced = False
+        self._pending_client_data: list[bytes] = []
+        self._connect_task: asyncio.Task[None] | None = None
+
+    # --- set-up ------------------------------------------------------------------
+
+    def client_protocol(self) -> asyncio.Protocol:
+        return _ClientLeg(self)
+
+    def client_connected(self, transport: asyncio.Transport) -> None:
+        self.client = transport
+        self.client_address = _peer_name(transport)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        _set_nodelay(transport)
+        self.tracker = ConnectionTracker(
+            self.connection_id,
+            self.client_address,
+            str(self.backend.address),
+            emit_query_events=self.addons.wants_query_events,
+        )
+        # Nothing is expected from the client before the greeting; hold it meanwhile.
+        transport.pause_reading()
+        self._connect_task = spawn(self._connect_backend(), f"connect-{self.connection_id}")
+
+    async def _connect_backend(self) -> None:
+        loop = asyncio.get_running_loop()
+        address = self.backend.address
+        try:
+            if address.unix_path is not None:
+                connect = loop.create_unix_connection(
+                    lambda: _Leg(self, is_client=False), address.unix_path
+                )
+            else:
+                connect = loop.create_connection(
+                    lambda: _Leg(self, is_client=False), address.host, address.port
+                )
+            transport, _ = await asyncio.wait_for(connect, self.backend.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            reason = (
+                f"timed out after {self.backend.connect_timeout:g}s"
+                if isinstance(exc, TimeoutError)
+                else (exc.strerror or str(exc))
+            )
+            message = f"mysqlproxy: cannot connect to backend {address}: {reason}"
+            log.warning(
+                "connection %d from %s: %s", self.connection_id, self.client_address, message
+            )
+            self._refuse(0, ErrorCode.CR_CONN_HOST_ERROR, message, "HY000")
+            self.addons.trigger(
+                AuthenticationFailed(self.info(), int(ErrorCode.CR_CONN_HOST_ERROR), message)
+            )
+            return
+        if self.closed:
+            transport.abort()
+            return
+        self.server = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        _set_nodelay(transport)
+        pending, self._pending_client_data = self._pending_client_data, []
+        for chunk in pending:
+            self.client_data(chunk)
+        if self.client is not None and not self.closed:
+            self.client.resume_reading()
+
+    # --- relay --------------------------------------------------------------------
+
+    def client_data(self, data: bytes) -> None:
+        tracker, server = self.tracker, self.server
+        if self.closed or tracker is None:
+            return
+        if server is None:
+            self._pending_client_data.append(data)
+            return
+        tracker.emit_query_events = self.addons.wants_query_events
+        try:
+            out = tracker.client_data(data)
+        except UnsupportedFeature as exc:
+            self._refuse(2, ErrorCode.ER_NOT_SUPPORTED_YET, f"mysqlproxy: {exc}", "08004")
+            return
+        except ProtocolError as exc:
+            self.close(f"malformed data from client: {exc}")
+            return
+        if out:
+            server.write(out)
+        if tracker.events:
+            self._dispatch(tracker)
+
+    def backend_data(self, data: bytes) -> None:
+        tracker, client = self.tracker, self.client
+        if self.closed or tracker is None or client is None:
+            return
+        try:
+            out = tracker.server_data(data)
+        except ProtocolError as exc:
+            self.close(f"malformed data from server: {exc}")
+            return
+        if out:
+            client.write(out)
+        if tracker.events:
+            self._dispatch(tracker)
+        if self.close_when_idle and tracker.idle:
+            self.close(None)
+
+    def _dispatch(self, tracker: ConnectionTracker) -> None:
+        events, tracker.events = tracker.events, []
+        addons = self.addons
+        for event in events:
+            if isinstance(event, tracker_events.QueryEvent):
+                addons.query_completed(event)
+            elif isinstance(event, tracker_events.Authenticated):
+                if not self._opened_announced:
+                    self._opened_announced = True
+                    addons.trigger(ConnectionOpened(self.info()))
+            elif isinstance(event, tracker_events.AuthenticationFailed):
+                addons.trigger(
+                    AuthenticationFailed(self.info(), event.error_code, event.error_message)
+                )
+
+    def pause_reading(self, from_client: bool) -> None:
+        transport = self.client if from_client else self.server
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+
+    def resume_reading(self, from_client: bool) -> None:
+        transport = self.client if from_client else self.server
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    # --- teardown -----------------------------------------------------------------
+
+    def _refuse(self, sequence_id: int, code: int, message: str, sql_state: str) -> None:
+        """Answer the client with an ERR packet, then close."""
+        if self.client is not None and not self.client.is_closing():
+            self.client.write(encode_packet(sequence_id, encode_err(code, message, sql_state)))
+        self.close(message)
+
+    def leg_lost(self, is_client: bool, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        side = "client" if is_client else "server"
+        tracker = self.tracker
+        if tracker is not None and tracker.idle:
+            reason = None
+        elif exc is not None:
+            reason = f"{side} connection lost: {exc}"
+        else:
+            reason = f"{side} closed the connection"
+            if tracker is not None and tracker.current_command is not None:
+                reason += " during a command"
+        self.close(reason)
+
+    def close(self, reason: str | None) -> None:
+        """Close both legs. A reason means the connection ended abnormally."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if reason is not None:
+            log.info(
+                "connection %d from %s closed: %s", self.connection_id, self.client_address, reason
+            )
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+        for transport in (self.client, self.server):
+            if transport is not None and not transport.is_closing():
+                # Data already queued (an ERR for the client) is still flushed.
+                transport.close()
+        self.addons.trigger(ConnectionClosed(self.info(), reason))
+        self._on_closed(self)
+
+    def abort(self) -> None:
+        """Drop both legs at once (shutdown after the grace period)."""
+        for transport in (self.client, self.server):
+            if transport is not None:
+                transport.abort()
+        self.close("proxy shutting down")
+
+    def request_close(self) -> None:
+        """Close now if no command is in flight, else once it completes."""
+        tracker = self.tracker
+        if tracker is None or tracker.idle or tracker.server_phase == 0:
+            self.close(None)
+        else:
+            self.close_when_idle = True
+
+    def info(self) -> ConnectionInfo:
+        tracker = self.tracker
+        return ConnectionInfo(
+            connection_id=self.connection_id,
+            client_address=self.client_address,
+            backend_address=str(self.backend.address),
+            user=tracker.user if tracker else "",
+            schema=tracker.schema if tracker else None,
+            thread_id=tracker.thread_id if tracker else 0,
+            server_version=tracker.greeting.server_version if tracker and tracker.greeting else "",
+            connected_at=self.connected_at,
+        )
+
+
+class _ClientLeg(_Leg):
+    def __init__(self, session: Session) -> None:
+        super().__init__(session, is_client=True)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.session.client_connected(cast(asyncio.Transport, transport))
+
+
+def _set_nodelay(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
