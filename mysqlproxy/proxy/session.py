@@ -153,7 +153,7 @@ class Session:
         if self.closed:
             transport.abort()
             return
-        self.server = cast(asyncio.Transport, transport)
+        self.server = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         _set_nodelay(transport)
         pending, self._pending_client_data = self._pending_client_data, []
