@@ -6,6 +6,7 @@ import sys
 import time
 from typing import TextIO
 
+from mysqlproxy.protocol.constants import Command
 from mysqlproxy.protocol.events import QueryEvent
 
 _MAX_QUERY_CHARS = 2000
@@ -17,7 +18,10 @@ def format_query_line(event: QueryEvent) -> str:
     millis = int(event.started_at * 1000) % 1000
     duration_ms = event.duration_us / 1000
     rows = event.rows_sent if event.rows_sent else event.rows_affected
-    query = event.query if event.query else event.command_name
+    if event.command == Command.COM_QUERY:
+        query = event.query
+    else:
+        query = f"{event.command_name} {event.query}".rstrip()
     query = " ".join(query.split())
     if len(query) > _MAX_QUERY_CHARS:
         query = query[:_MAX_QUERY_CHARS] + "..."

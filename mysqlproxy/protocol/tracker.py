@@ -351,8 +351,6 @@ class ConnectionTracker:
         self._client_seq = 0
         self._columns_left = 0
         self._params_left = 0
-        self._handshake_out: bytes | None = None
-        self._infile_seq = 0
         self._chunk_pos = 0  # in the current server chunk, the first byte not yet counted
         self._packet_end = 0  # in the current server chunk, the end of the packet at hand
         self._in_server_data = False
