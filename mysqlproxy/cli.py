@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
 
-from mysqlproxy.hooks import AddonManager
-from mysqlproxy.proxy.backends import Address, AddressError, Backend
-from mysqlproxy.proxy.server import ListenError, ProxyServer
+from mysqlproxy import units
+from mysqlproxy.proxy.backends import Address, AddressError
 
 log = logging.getLogger("mysqlproxy")
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_ADMIN = "127.0.0.1:4041"
+PASSWORD_ENV = "MYSQLPROXY_ADMIN_PASSWORD"
 
 
 class AddressType(click.ParamType):  # type: ignore[type-arg]
@@ -31,6 +35,35 @@ class AddressType(click.ParamType):  # type: ignore[type-arg]
             self.fail(str(exc), param, ctx)
 
 
+class DurationType(click.ParamType):  # type: ignore[type-arg]
+    """90s, 5m, 1h30m; thresholds 250us, 100ms, 2s. The value is the text, checked."""
+
+    def __init__(self, default_unit: str = "s") -> None:
+        self.default_unit = default_unit
+        self.name = "duration"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        try:
+            units.parse_duration(str(value), self.default_unit)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
+
+
+class SizeType(click.ParamType):  # type: ignore[type-arg]
+    name = "size"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        try:
+            return units.parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 ADDRESS = AddressType()
 
 
@@ -40,88 +73,205 @@ def cli() -> None:
     """mysqlproxy: a MySQL wire-protocol sidecar with timed query logging."""
 
 
+def window_options(for_option: str) -> Callable[[F], F]:
+    """The options of a logging window, shared by `run --log-for` and `log on --for`."""
+
+    def decorate(fn: F) -> F:
+        options = [
+            click.option(for_option, "window_for", type=DurationType(),
+                         help="How long the logging window stays open (90s, 5m, 1h30m)."),
+            click.option("--slower-than", type=DurationType("ms"),
+                         help="Only commands slower than this (250us, 100ms, 2s)."),
+            click.option("--user", "users", multiple=True, help="Only this user (repeatable)."),
+            click.option("--db", "schemas", multiple=True,
+                         help="Only this schema (repeatable)."),
+            click.option("--client", "clients", multiple=True,
+                         help="Only clients in this CIDR block (repeatable)."),
+            click.option("--match", help="Only queries matching this regular expression."),
+            click.option("--exclude", help="Skip queries matching this regular expression."),
+            click.option("--sample", type=click.FloatRange(min=0, min_open=True, max=1),
+                         help="Keep this fraction of matching queries (0.1 = 10%)."),
+            click.option("--to", "target",
+                         help="File to write (or 'stdout'). Default: the proxy's log_target."),
+            click.option("--format", "fmt", type=click.Choice(["slowlog", "text", "jsonl"]),
+                         default="slowlog", show_default=True),
+            click.option("--max-size", type=SizeType(),
+                         help="Rotate the file at this size (100M)."),
+            click.option("--keep", type=click.IntRange(min=0),
+                         help="Rotated files to keep (default 5)."),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def log_on_statement(
+    window_for: str,
+    slower_than: str | None = None,
+    users: Sequence[str] = (),
+    schemas: Sequence[str] = (),
+    clients: Sequence[str] = (),
+    match: str | None = None,
+    exclude: str | None = None,
+    sample: float | None = None,
+    target: str | None = None,
+    fmt: str = "slowlog",
+    max_size: int | None = None,
+    keep: int | None = None,
+) -> str:
+    """The admin statement for a window. File targets become absolute here, where the
+    operator's working directory is known."""
+    parts = ["LOG ON FOR", _quote(window_for)]
+    if slower_than:
+        parts += ["SLOWER THAN", _quote(slower_than)]
+    if users:
+        parts += ["USER", ", ".join(_quote(u) for u in users)]
+    if schemas:
+        parts += ["DB", ", ".join(_quote(s) for s in schemas)]
+    if clients:
+        parts += ["CLIENT", ", ".join(_quote(c) for c in clients)]
+    if match:
+        parts += ["MATCH", _quote(match)]
+    if exclude:
+        parts += ["EXCLUDE", _quote(exclude)]
+    if sample is not None:
+        parts += ["SAMPLE", repr(sample)]
+    if target:
+        if target.lower() in ("stdout", "ring"):
+            parts += ["TO", target.upper()]
+        else:
+            parts += ["TO", _quote(os.path.abspath(target))]
+    parts += ["FORMAT", fmt]
+    if max_size:
+        parts += ["MAX SIZE", str(max_size)]
+    if keep is not None:
+        parts += ["KEEP", str(keep)]
+    return " ".join(parts)
+
+
+# --- mysqlproxy run ----------------------------------------------------------------
+
+
 @cli.command()
-@click.option(
-    "--listen",
-    "listen",
-    type=ADDRESS,
-    multiple=True,
-    help="Address to accept clients on: host:port or unix:/path (repeatable). "
-    "Default 127.0.0.1:4040.",
-)
-@click.option(
-    "--backend",
-    type=ADDRESS,
-    default="127.0.0.1:3306",
-    show_default=True,
-    help="The MySQL or MariaDB server: host:port or unix:/path.",
-)
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=0.1),
-    default=5.0,
-    show_default=True,
-    help="Seconds to wait for the backend to accept.",
-)
-@click.option(
-    "--grace-period",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="On SIGTERM/SIGINT, seconds to let commands in flight finish.",
-)
-@click.option(
-    "--print-queries", is_flag=True, help="Print one line per completed command to stdout."
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+@click.option("--listen", "listen", type=ADDRESS, multiple=True,
+              help="Address to accept clients on: host:port or unix:/path (repeatable). "
+                   "Default 127.0.0.1:4040.")
+@click.option("--backend", type=ADDRESS, default="127.0.0.1:3306", show_default=True,
+              help="The MySQL or MariaDB server: host:port or unix:/path.")
+@click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, help="Seconds to wait for the backend to accept and greet.")
+@click.option("--grace-period", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="On SIGTERM/SIGINT, seconds to let commands in flight finish.")
+@click.option("--print-queries", is_flag=True,
+              help="Print one line per completed command to stdout.")
+@click.option("--admin", "admin", default=None,
+              help=f"Admin interface address (MySQL protocol), or 'off'. Default {DEFAULT_ADMIN}.")
+@click.option("--admin-user", default="admin", show_default=True)
+@click.option("--admin-password-file", type=click.Path(dir_okay=False),
+              help=f"File holding the admin password (else ${PASSWORD_ENV}).")
+@click.option("--log-target", default="mysqlproxy-slow.log", show_default=True,
+              help="File a logging window writes to when it names none.")
+@window_options("--log-for")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
 def run(
     listen: Sequence[Address],
     backend: Address,
     connect_timeout: float,
     grace_period: float,
     print_queries: bool,
+    admin: str | None,
+    admin_user: str,
+    admin_password_file: str | None,
+    log_target: str,
+    window_for: str | None,
     log_level: str,
+    **window: Any,
 ) -> None:
     """Run the proxy until SIGTERM or SIGINT."""
+    from mysqlproxy.admin import commands
+    from mysqlproxy.admin.server import AdminConfigError, AdminCredentials
+    from mysqlproxy.proxy.app import ProxyConfig
+    from mysqlproxy.proxy.server import ListenError
+
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    addons = AddonManager()
-    if print_queries:
-        from mysqlproxy.addons.printer import QueryPrinter
-
-        addons.add(QueryPrinter())
-    server = ProxyServer(
-        list(listen) or [Address.parse("127.0.0.1:4040")],
-        Backend(backend, connect_timeout=connect_timeout),
-        addons,
+    admin_address: Address | None = None
+    admin_explicit = admin is not None
+    if (admin or DEFAULT_ADMIN).lower() not in ("off", "none", "no"):
+        try:
+            admin_address = Address.parse(admin or DEFAULT_ADMIN)
+        except AddressError as exc:
+            raise click.BadParameter(str(exc), param_hint="--admin") from None
+    password = _admin_password(admin_password_file)
+    if admin_address is not None and not password:
+        log.warning("the admin interface on %s has no password; set %s", admin_address,
+                    PASSWORD_ENV)
+    initial_window = None
+    if window_for is not None:
+        statement = log_on_statement(window_for, **window)
+        try:
+            initial_window = commands.window_from_statement(statement, os.path.abspath(log_target))
+        except commands.AdminError as exc:
+            raise click.BadParameter(str(exc), param_hint="--log-for") from None
+    config = ProxyConfig(
+        listen=list(listen) or [Address.parse("127.0.0.1:4040")],
+        backend=backend,
+        connect_timeout=connect_timeout,
+        grace_period=grace_period,
+        admin=admin_address,
+        admin_credentials=AdminCredentials.from_password(admin_user, password),
+        log_target=log_target,
+        initial_window=initial_window,
+        print_queries=print_queries,
     )
     _install_event_loop_policy()
     try:
-        asyncio.run(_serve(server, grace_period))
-    except ListenError as exc:
+        asyncio.run(_serve(config, admin_explicit))
+    except (ListenError, AdminConfigError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
-async def _serve(server: ProxyServer, grace_period: float) -> None:
-    await server.start()
-    listening = ", ".join(str(a) for a in server.bound)
-    click.echo(f"mysqlproxy: listening on {listening}, forwarding to {server.backend.address}")
+async def _serve(config: Any, admin_explicit: bool) -> None:
+    from mysqlproxy.proxy.app import ProxyApp
+    from mysqlproxy.proxy.server import ListenError
+
+    app = ProxyApp(config)
+    try:
+        await app.start()
+    except ListenError:
+        if admin_explicit or config.admin is None:
+            raise
+        # The default admin port is taken (another proxy on this host): run without it.
+        log.warning("admin interface disabled: %s is in use; use --admin to choose another "
+                    "address", config.admin)
+        config.admin = None
+        app = ProxyApp(config)
+        await app.start()
+    click.echo(app.describe())
     sys.stdout.flush()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await server.shutdown(grace_period)
+    await app.shutdown_after_signal()
+
+
+def _admin_password(password_file: str | None) -> str:
+    if password_file is not None:
+        try:
+            with open(password_file, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read {password_file}: {exc.strerror}", param_hint="--admin-password-file"
+            ) from None
+    return os.environ.get(PASSWORD_ENV, "")
 
 
 def _install_event_loop_policy() -> None:
@@ -130,6 +280,65 @@ def _install_event_loop_policy() -> None:
     except ImportError:  # not on Linux: the standard loop works, only slower
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# --- mysqlproxy log on/off/status ----------------------------------------------------
+
+
+def admin_options(fn: F) -> F:
+    fn = click.option("--admin", "admin", default=DEFAULT_ADMIN, show_default=True,
+                      help="The proxy's admin interface.")(fn)
+    fn = click.option("--admin-user", default="admin", show_default=True)(fn)
+    return fn
+
+
+@cli.group("log")
+def log_group() -> None:
+    """Turn query logging on for a while, off, or see its status."""
+
+
+@log_group.command("on")
+@admin_options
+@window_options("--for")
+def log_on(admin: str, admin_user: str, window_for: str | None, **window: Any) -> None:
+    """Open a logging window; it closes by itself when the time is up."""
+    if window_for is None:
+        raise click.UsageError("--for is required, like --for 5m")
+    from mysqlproxy.admin.client import admin_session
+
+    with admin_session(admin, admin_user) as session:
+        message = session.execute(log_on_statement(window_for, **window))
+    click.echo(message)
+
+
+@log_group.command("off")
+@admin_options
+@click.option("--to", "target", help="Close the window on this file (default: the only one).")
+@click.option("--all", "close_all", is_flag=True, help="Close every window.")
+def log_off(admin: str, admin_user: str, target: str | None, close_all: bool) -> None:
+    """Close a logging window now."""
+    from mysqlproxy.admin.client import admin_session
+
+    if close_all:
+        statement = "LOG OFF ALL"
+    elif target:
+        where = target.upper() if target.lower() in ("stdout", "ring") else _quote(
+            os.path.abspath(target))
+        statement = f"LOG OFF TO {where}"
+    else:
+        statement = "LOG OFF"
+    with admin_session(admin, admin_user) as session:
+        click.echo(session.execute(statement))
+
+
+@log_group.command("status")
+@admin_options
+def log_status(admin: str, admin_user: str) -> None:
+    """The logging windows, with remaining time, events written and dropped."""
+    from mysqlproxy.admin.client import admin_session, print_status
+
+    with admin_session(admin, admin_user) as session:
+        print_status(session)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -64,6 +64,11 @@ class ProxyServer:
         self._all_closed.clear()
         return session.client_protocol()
 
+    @property
+    def connections_total(self) -> int:
+        """Client connections accepted since start."""
+        return self._next_connection_id - 1
+
     def _session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
         if not self.sessions:

@@ -1,0 +1,147 @@
+"""The running proxy as one object: the relay, the query log, the admin interface, the
+timers and signals that tie them together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from mysqlproxy.admin.control import ControlPlane, proxy_version
+from mysqlproxy.admin.server import AdminCredentials, AdminServer
+from mysqlproxy.hooks import AddonManager
+from mysqlproxy.proxy.backends import Address, Backend
+from mysqlproxy.proxy.server import ListenError, ProxyServer
+from mysqlproxy.proxy.tasks import spawn
+from mysqlproxy.querylog.formats import format_slowlog_header
+from mysqlproxy.querylog.window import QueryLog, WindowSpec
+
+log = logging.getLogger(__name__)
+
+# How often expired logging windows are looked for: "stops within a second".
+EXPIRY_INTERVAL = 0.25
+
+
+@dataclass
+class ProxyConfig:
+    """Everything `mysqlproxy run` was asked for."""
+
+    listen: list[Address]
+    backend: Address
+    connect_timeout: float = 5.0
+    grace_period: float = 10.0
+    admin: Address | None = None
+    admin_credentials: AdminCredentials | None = None
+    log_target: str = "mysqlproxy-slow.log"
+    initial_window: WindowSpec | None = None
+    print_queries: bool = False
+    extra_addons: list[object] = field(default_factory=list)
+
+
+class ProxyApp:
+    """Starts and stops the parts; `run()` serves until SIGTERM or SIGINT."""
+
+    def __init__(self, config: ProxyConfig, stdout: TextIO | None = None) -> None:
+        self.config = config
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self.addons = AddonManager()
+        self.server = ProxyServer(
+            config.listen, Backend(config.backend, config.connect_timeout), self.addons
+        )
+        listen = ", ".join(str(a) for a in config.listen)
+        self.query_log = QueryLog(
+            self.addons,
+            stdout=self.stdout,
+            slowlog_header=format_slowlog_header(proxy_version(), listen),
+        )
+        self._grace = [config.grace_period]
+        printer = None
+        if config.print_queries:
+            from mysqlproxy.addons.printer import QueryPrinter
+
+            printer = QueryPrinter(self.stdout)
+            self.addons.add(printer)
+        self.addons.add(*config.extra_addons)
+        self.control = ControlPlane(
+            self.server,
+            self.query_log,
+            default_log_target=config.log_target,
+            grace_period=self._grace,
+            printer=printer,
+        )
+        self.admin: AdminServer | None = None
+        if config.admin is not None:
+            self.admin = AdminServer(
+                config.admin,
+                config.admin_credentials or AdminCredentials.from_password("admin", ""),
+                self.control,
+            )
+        self._stop = asyncio.Event()
+        self._expiry_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.server.start()
+        if self.admin is not None:
+            try:
+                await self.admin.start()
+            except OSError as exc:
+                await self.server.shutdown(0)
+                raise ListenError(
+                    f"cannot listen on {self.admin.address} (admin): {exc.strerror or exc}"
+                ) from exc
+        if self.config.initial_window is not None:
+            self.query_log.open(self.config.initial_window)
+        self._expiry_task = spawn(self._expire_windows(), "logging-window-expiry")
+
+    def describe(self) -> str:
+        listening = ", ".join(str(a) for a in self.server.bound)
+        line = f"mysqlproxy: listening on {listening}, forwarding to {self.server.backend.address}"
+        if self.admin is not None and self.admin.bound is not None:
+            line += f", admin on {self.admin.bound}"
+        return line
+
+    async def _expire_windows(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_INTERVAL)
+            self.query_log.expire()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown_after_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT (or stop()); SIGHUP reopens the log files."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reopen)
+        try:
+            await self._stop.wait()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            await self.shutdown()
+
+    def _reopen(self) -> None:
+        log.info("SIGHUP: reopening log files")
+        self.query_log.reopen_files()
+
+    async def shutdown(self) -> None:
+        log.info("shutting down")
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+        if self.admin is not None:
+            await self.admin.close()
+        await self.server.shutdown(self._grace[0])
+        windows = list(self.query_log.windows.values())
+        self.query_log.close_all()
+        for window in windows:
+            if window.writer is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, window.writer.wait_closed, 5.0
+                )
