@@ -175,6 +175,8 @@ def log_on_statement(
 @click.option("--admin-user", default="admin", show_default=True)
 @click.option("--admin-password-file", type=click.Path(dir_okay=False),
               help=f"File holding the admin password (else ${PASSWORD_ENV}).")
+@click.option("--metrics", type=ADDRESS, default=None,
+              help="Serve Prometheus metrics on this address (e.g. 127.0.0.1:9104).")
 @click.option("--log-target", default="mysqlproxy-slow.log", show_default=True,
               help="File a logging window writes to when it names none.")
 @window_options("--log-for")
@@ -189,6 +191,7 @@ def run(
     admin: str | None,
     admin_user: str,
     admin_password_file: str | None,
+    metrics: Address | None,
     log_target: str,
     window_for: str | None,
     log_level: str,
@@ -233,6 +236,7 @@ def run(
         log_target=log_target,
         initial_window=initial_window,
         print_queries=print_queries,
+        metrics=metrics,
     )
     _install_event_loop_policy()
     try:

@@ -3,6 +3,8 @@
     SELECT * FROM help
     SELECT * FROM status | windows | connections | backends | settings | proxy
     SELECT * FROM events [WHERE id > N] [LIMIT M]
+    SELECT * FROM digests [ORDER BY column [ASC|DESC]] [LIMIT M]
+    RESET digests
     LOG ON FOR 5m [SLOWER THAN 100ms] [USER u[,u]] [DB d[,d]] [CLIENT cidr[,cidr]]
            [COMMAND c[,c]] [MATCH 're'] [EXCLUDE 're'] [SAMPLE 0.1]
            [TO '/path' | TO STDOUT | TO RING] [FORMAT slowlog|text|jsonl]
@@ -74,9 +76,14 @@ HELP: list[tuple[str, str]] = [
     ("SELECT * FROM backends", "the backend servers"),
     ("SELECT * FROM settings", "every runtime setting and its value"),
     ("SELECT * FROM events WHERE id > N LIMIT M", "recent logged events (ring buffer)"),
+    ("SELECT * FROM digests ORDER BY total_us DESC LIMIT 20",
+     "query classes over the rolling window: count, total, mean, p50/p95/p99, max, rows, "
+     "errors (collected while a window WITH DIGESTS is open)"),
+    ("RESET digests", "forget the digests collected so far"),
     ("LOG ON FOR 5m [SLOWER THAN 100ms] [USER u] [DB d] [CLIENT 10.0.0.0/8] "
      "[COMMAND query,stmt_execute|ALL] [MATCH 're'] [EXCLUDE 're'] [SAMPLE 0.1] "
-     "[TO '/path'|STDOUT|RING] [FORMAT slowlog|text|jsonl] [MAX SIZE 100M] [KEEP 5]",
+     "[TO '/path'|STDOUT|RING|'ring:name'] [FORMAT slowlog|text|jsonl] [MAX SIZE 100M] "
+     "[KEEP 5] [WITH DIGESTS]",
      "open a logging window (replaces the window on the same target); it closes by itself"),
     ("LOG OFF [TO '/path' | ALL]", "close a logging window (the default target), or all"),
     ("SET name = value", "change a setting at runtime (see SELECT * FROM settings)"),
@@ -185,6 +192,12 @@ def execute(control: ControlPlane, statement: str) -> ResultSet | Done:
         return _log(control, parser)
     if head == "SET":
         return _set(control, parser)
+    if head == "RESET":
+        parser.expect("RESET")
+        parser.expect("DIGESTS")
+        count = len(control.query_log.digests.digests)
+        control.query_log.digests.reset()
+        return Done(f"forgot {count} digest(s)", count)
     if head == "SHOW" and len(tokens) >= 2 and tokens[1].upper in ("TABLES", "DATABASES"):
         return ResultSet(["Tables"], [(name,) for name in TABLES])
     if head in ("HELP", "?"):
@@ -220,6 +233,7 @@ def _select(control: ControlPlane, parser: _Parser) -> ResultSet:
         )
     after_id = 0
     limit: int | None = None
+    order: tuple[str, bool] | None = None
     if parser.accept("WHERE"):
         column = parser.value("a column").lower()
         if column != "id":
@@ -229,6 +243,12 @@ def _select(control: ControlPlane, parser: _Parser) -> ResultSet:
         after_id = {">": number, ">=": number - 1}.get(op, -1)
         if after_id < 0 and op not in (">", ">="):
             raise AdminError("only WHERE id > N or id >= N is supported")
+    if parser.accept("ORDER", "BY"):
+        column = parser.value("a column").lower()
+        descending = parser.accept("DESC")
+        if not descending:
+            parser.accept("ASC")
+        order = (column, descending)
     if parser.accept("LIMIT"):
         limit = _int(parser.value("a number"), "LIMIT")
     if not parser.done():
@@ -236,9 +256,22 @@ def _select(control: ControlPlane, parser: _Parser) -> ResultSet:
     if table == "events":
         return _table_events(control, after_id, limit if limit is not None else 100)
     result = builder(control, parser)
+    if order is not None:
+        _order(result, *order)
     if limit is not None:
         result.rows = result.rows[:limit]
     return result
+
+
+def _order(result: ResultSet, column: str, descending: bool) -> None:
+    if column not in result.columns:
+        raise AdminError(
+            f"cannot order by {column!r}; columns: {', '.join(result.columns)}",
+            code=1054,
+            sql_state="42S22",
+        )
+    index = result.columns.index(column)
+    result.rows.sort(key=lambda row: (row[index] is None, row[index]), reverse=descending)
 
 
 def _int(text: str, what: str) -> int:
@@ -367,6 +400,13 @@ def _table_events(control: ControlPlane, after_id: int, limit: int) -> ResultSet
                 event.warnings,
                 event.bytes_sent,
                 event.bytes_received,
+                event.insert_id,
+                event.sql_state,
+                event.result_sets,
+                "yes" if event.command == Command.COM_STMT_EXECUTE else "no",
+                "yes" if event.no_index_used else "no",
+                "yes" if event.in_transaction else "no",
+                event.backend_address,
             )
         )
     return ResultSet(
@@ -389,6 +429,57 @@ def _table_events(control: ControlPlane, after_id: int, limit: int) -> ResultSet
             "warnings",
             "bytes_sent",
             "bytes_received",
+            "insert_id",
+            "sql_state",
+            "result_sets",
+            "prepared",
+            "no_index_used",
+            "in_transaction",
+            "backend",
+        ],
+        rows,
+    )
+
+
+def _table_digests(control: ControlPlane, parser: _Parser) -> ResultSet:
+    rows: list[Row] = []
+    for row in control.query_log.digests.rows():
+        rows.append(
+            (
+                row.query_id,
+                row.fingerprint,
+                row.count,
+                row.total_us,
+                round(row.mean_us, 1),
+                round(row.p50_us, 1),
+                round(row.p95_us, 1),
+                round(row.p99_us, 1),
+                row.max_us,
+                round(row.rows_per_call, 2),
+                row.errors,
+                row.schema,
+                round(row.first_seen, 3),
+                round(row.last_seen, 3),
+                row.example,
+            )
+        )
+    return ResultSet(
+        [
+            "query_id",
+            "fingerprint",
+            "count",
+            "total_us",
+            "mean_us",
+            "p50_us",
+            "p95_us",
+            "p99_us",
+            "max_us",
+            "rows_per_call",
+            "errors",
+            "schema",
+            "first_seen",
+            "last_seen",
+            "example",
         ],
         rows,
     )
@@ -404,6 +495,7 @@ TABLES: dict[str, Callable[[ControlPlane, _Parser], ResultSet]] = {
     "backends": _table_backends,
     "settings": _table_settings,
     "events": lambda control, parser: _table_events(control, 0, 100),
+    "digests": _table_digests,
 }
 
 
@@ -423,6 +515,7 @@ def parse_log_on(parser: _Parser, default_target: str) -> WindowSpec:
     fmt = "slowlog"
     max_size = 0
     keep = 5
+    digests = False
     filter_args: dict[str, Any] = {}
     while not parser.done():
         if parser.accept("FOR"):
@@ -478,6 +571,8 @@ def parse_log_on(parser: _Parser, default_target: str) -> WindowSpec:
                 raise AdminError(str(exc)) from None
         elif parser.accept("KEEP"):
             keep = _int(parser.value("a number"), "KEEP")
+        elif parser.accept("WITH", "DIGESTS"):
+            digests = True
         else:
             raise AdminError(f"unexpected {parser.peek().text!r} in LOG ON")  # type: ignore[union-attr]
     if duration is None:
@@ -492,6 +587,7 @@ def parse_log_on(parser: _Parser, default_target: str) -> WindowSpec:
             filter=LogFilter(**filter_args),
             max_size=max_size,
             keep=keep,
+            digests=digests,
         )
     except ValueError as exc:
         raise AdminError(str(exc)) from None
@@ -523,9 +619,10 @@ def _log(control: ControlPlane, parser: _Parser) -> Done:
             ) from None
         verb = "replaced the window" if window.replaced_previous else "logging"
         health = "" if window.error is None else f"; sink disabled: {window.error}"
+        kind = "ring buffer" if spec.ring_only else spec.format
         return Done(
             f"{verb} to {window.target} for {units.format_duration(spec.duration)}"
-            f" ({spec.format}){health}"
+            f" ({kind}){health}"
         )
     if parser.accept("OFF"):
         if parser.accept("ALL"):

@@ -163,6 +163,7 @@ class ControlPlane:
             "backend": str(server.backend.address),
             "connections": len(server.sessions),
             "connections_total": server.connections_total,
+            "queries_total": server.commands_total,
             "logging_windows": len(self.query_log.windows),
         }
 

@@ -8,8 +8,9 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from mysqlproxy.admin.control import ControlPlane, proxy_version
 from mysqlproxy.admin.server import AdminCredentials, AdminServer
@@ -19,6 +20,9 @@ from mysqlproxy.proxy.server import ListenError, ProxyServer
 from mysqlproxy.proxy.tasks import spawn
 from mysqlproxy.querylog.formats import format_slowlog_header
 from mysqlproxy.querylog.window import QueryLog, WindowSpec
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class ProxyConfig:
     log_target: str = "mysqlproxy-slow.log"
     initial_window: WindowSpec | None = None
     print_queries: bool = False
+    metrics: Address | None = None
     extra_addons: list[object] = field(default_factory=list)
 
 
@@ -66,6 +71,10 @@ class ProxyApp:
             printer = QueryPrinter(self.stdout)
             self.addons.add(printer)
         self.addons.add(*config.extra_addons)
+        from mysqlproxy.addons.metrics import ProxyMetrics
+
+        self.metrics = ProxyMetrics(lambda: len(self.server.sessions), self._log_metrics)
+        self._metrics_server: object | None = None
         self.control = ControlPlane(
             self.server,
             self.query_log,
@@ -93,15 +102,56 @@ class ProxyApp:
                 raise ListenError(
                     f"cannot listen on {self.admin.address} (admin): {exc.strerror or exc}"
                 ) from exc
+        if self.config.metrics is not None:
+            self._start_metrics(self.config.metrics)
         if self.config.initial_window is not None:
             self.query_log.open(self.config.initial_window)
         self._expiry_task = spawn(self._expire_windows(), "logging-window-expiry")
+
+    def _start_metrics(self, address: Address) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry()
+        registry.register(self.metrics)
+        self.addons.add(self.metrics)
+        try:
+            server, _thread = start_http_server(address.port, address.host, registry=registry)
+        except OSError as exc:
+            raise ListenError(
+                f"cannot listen on {address} (metrics): {exc.strerror or exc}"
+            ) from exc
+        self._metrics_server = server
+        self.metrics_address = Address(address.host, server.server_port)
+
+    def _log_metrics(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        written = CounterMetricFamily(
+            "mysqlproxy_log_events_written", "Events written by logging sinks.",
+            labels=["target"],
+        )
+        dropped = CounterMetricFamily(
+            "mysqlproxy_log_events_dropped",
+            "Events dropped by logging sinks (queue full or sink disabled).",
+            labels=["target"],
+        )
+        for window in list(self.query_log.windows.values()):
+            written.add_metric([window.target], window.written)
+            dropped.add_metric([window.target], window.dropped)
+        yield written
+        yield dropped
+        yield GaugeMetricFamily(
+            "mysqlproxy_log_windows", "Logging windows open now.",
+            value=len(self.query_log.windows),
+        )
 
     def describe(self) -> str:
         listening = ", ".join(str(a) for a in self.server.bound)
         line = f"mysqlproxy: listening on {listening}, forwarding to {self.server.backend.address}"
         if self.admin is not None and self.admin.bound is not None:
             line += f", admin on {self.admin.bound}"
+        if self._metrics_server is not None:
+            line += f", metrics on http://{self.metrics_address}/metrics"
         return line
 
     async def _expire_windows(self) -> None:
@@ -137,6 +187,10 @@ class ProxyApp:
                 await self._expiry_task
         if self.admin is not None:
             await self.admin.close()
+        if self._metrics_server is not None:
+            shutdown = getattr(self._metrics_server, "shutdown", None)
+            if shutdown is not None:
+                await asyncio.get_running_loop().run_in_executor(None, shutdown)
         await self.server.shutdown(self._grace[0])
         windows = list(self.query_log.windows.values())
         self.query_log.close_all()

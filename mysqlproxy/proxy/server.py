@@ -35,6 +35,7 @@ class ProxyServer:
         self.sessions: set[Session] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._next_connection_id = 1
+        self._commands_of_closed = 0
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self.bound: list[Address] = []  # actual addresses (port 0 resolved)
@@ -69,7 +70,15 @@ class ProxyServer:
         """Client connections accepted since start."""
         return self._next_connection_id - 1
 
+    @property
+    def commands_total(self) -> int:
+        """Commands completed since start, by all connections."""
+        live = sum(s.tracker.commands_completed for s in self.sessions if s.tracker is not None)
+        return self._commands_of_closed + live
+
     def _session_closed(self, session: Session) -> None:
+        if session.tracker is not None and session in self.sessions:
+            self._commands_of_closed += session.tracker.commands_completed
         self.sessions.discard(session)
         if not self.sessions:
             self._all_closed.set()

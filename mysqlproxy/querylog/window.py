@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from mysqlproxy.digest import DigestTable
 from mysqlproxy.hooks import AddonManager
+from mysqlproxy.protocol.constants import Command
 from mysqlproxy.protocol.events import QueryEvent
 from mysqlproxy.querylog.filters import LogFilter
 from mysqlproxy.querylog.redact import REDACTED, mentions_password, redact_passwords
@@ -34,9 +36,11 @@ from mysqlproxy.querylog.sinks import (
 log = logging.getLogger(__name__)
 
 RING_TARGET = "ring"
+RING_PREFIX = "ring:"  # ring:viewer-123: a ring-only window of its own (one per viewer)
 STDOUT_TARGET = "stdout"
 DEFAULT_RING_SIZE = 10_000
 MAX_WINDOW_SECONDS = 7 * 86400  # a window is a window, not a permanent log
+_DIGESTED_COMMANDS = frozenset({Command.COM_QUERY, Command.COM_STMT_EXECUTE})
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,11 @@ class WindowSpec:
     filter: LogFilter = dataclasses.field(default_factory=LogFilter)
     max_size: int = 0  # bytes; 0 = never rotate
     keep: int = 5
+    digests: bool = False  # aggregate every statement into the digest table meanwhile
+
+    @property
+    def ring_only(self) -> bool:
+        return self.target == RING_TARGET or self.target.startswith(RING_PREFIX)
 
     def __post_init__(self) -> None:
         if not 0 < self.duration <= MAX_WINDOW_SECONDS:
@@ -130,6 +139,8 @@ class QueryLog:
         self.ring: deque[tuple[int, QueryEvent]] = deque(maxlen=ring_size)
         self.last_event_id = 0
         self.closed_windows: deque[LogWindow] = deque(maxlen=20)  # for status
+        self.digests = DigestTable()
+        self._digesting = False
         self._observer = _Observer(self)
         self._registered = False
 
@@ -139,7 +150,7 @@ class QueryLog:
         """Open a window (replacing one on the same target)."""
         previous = self.windows.pop(spec.target, None)
         writer: SinkWriter | None = None
-        if spec.target != RING_TARGET:
+        if not spec.ring_only:
             if previous is not None and previous.writer is not None and _same_output(
                 previous.spec, spec
             ):
@@ -224,6 +235,7 @@ class QueryLog:
         )
 
     def _update_registration(self) -> None:
+        self._digesting = any(w.spec.digests for w in self.windows.values())
         wanted = bool(self.windows)
         if wanted and not self._registered:
             self.addons.add(self._observer)
@@ -238,6 +250,8 @@ class QueryLog:
         """query_completed: fan the event out to the windows whose filter keeps it."""
         now = self.clock()
         redacted: QueryEvent | None = None
+        if self._digesting and event.command in _DIGESTED_COMMANDS:
+            self.digests.add(event)
         for window in self.windows.values():
             if window.expires_at <= now or not window.spec.filter.matches(event):
                 continue
