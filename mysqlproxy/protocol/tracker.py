@@ -134,8 +134,64 @@ _INDEX_FLAGS = (
 )
 _MORE_RESULTS = int(ServerStatus.SERVER_MORE_RESULTS_EXISTS)
 _CURSOR_EXISTS = int(ServerStatus.SERVER_STATUS_CURSOR_EXISTS)
-_USE_STATEMENT = re.compile(rb"^\s*use\s+(?:`((?:[^`]|``)+)`|([^\s;`]+))\s*;?\s*$", re.I)
+# The schema changes with `USE db` and `DROP DATABASE <current>` in COM_QUERY text. The
+# server reports it in OK packets only to clients that asked for session tracking, so
+# for the others the text is read: split into statements (multi-statements) with the
+# comments taken out. Only commands mentioning either word, and not too long, are read.
+MAX_SCHEMA_SCAN = 16 * 1024
+_SCHEMA_WORDS = re.compile(rb"\b(?:use|drop)\b", re.I)
+_SQL_TOKEN = re.compile(
+    rb"'(?:[^'\\]|\\.|'')*'?"
+    rb'|"(?:[^"\\]|\\.|"")*"?'
+    rb"|`(?:[^`]|``)*`?"
+    rb"|/\*.*?(?:\*/|\Z)"
+    rb"|(?:#|--(?=\s|\Z))[^\n]*"
+    rb"|[^'\"`/#;-]+"
+    rb"|.",
+    re.S,
+)
+_IDENTIFIER = rb"(?:`((?:[^`]|``)+)`|([^\s`]+))"
+_USE_STATEMENT = re.compile(rb"\s*use\s+" + _IDENTIFIER + rb"\s*", re.I)
+_DROP_SCHEMA = re.compile(
+    rb"\s*drop\s+(?:database|schema)\s+(?:if\s+exists\s+)?" + _IDENTIFIER + rb"\s*", re.I
+)
+# Stored program bodies hold `;` too: from such a statement on, the split means nothing.
+_COMPOUND_STATEMENT = re.compile(rb"\s*(?:create|begin\s+not\s+atomic)\b", re.I)
 _HEADER = struct.Struct("<I")
+
+
+def _identifier(match: re.Match[bytes]) -> str:
+    quoted, bare = match.group(1), match.group(2)
+    name = quoted.replace(b"``", b"`") if quoted is not None else bare
+    return name.decode("utf-8", "replace")
+
+
+def schema_after(sql: bytes, schema: str | None) -> str | None:
+    """The current schema once `sql` (one statement or several separated by `;`) has
+    run without error, given the schema before it."""
+    statements: list[bytes] = []
+    current = bytearray()
+    for token in _SQL_TOKEN.finditer(sql):
+        text = token.group()
+        if text == b";":
+            statements.append(bytes(current))
+            current.clear()
+        elif text[:2] == b"/*" or text[:1] == b"#" or text[:2] == b"--":
+            current += b" "  # a comment separates tokens like a space
+        else:
+            current += text
+    statements.append(bytes(current))
+    for statement in statements:
+        if _COMPOUND_STATEMENT.match(statement):
+            break
+        use = _USE_STATEMENT.fullmatch(statement)
+        if use is not None:
+            schema = _identifier(use)
+            continue
+        drop = _DROP_SCHEMA.fullmatch(statement)
+        if drop is not None and _identifier(drop) == schema:
+            schema = None
+    return schema
 
 
 @dataclass(slots=True)
@@ -343,6 +399,7 @@ class ConnectionTracker:
         self.schema: str | None = None
         self.thread_id = 0
         self.authenticated = False
+        self.commands_completed = 0  # counted even when no events are built
         self.statements: dict[int, _Statement] = {}
         self._last_prepared_id: int | None = None
 
@@ -514,6 +571,10 @@ class ConnectionTracker:
         if phase == S_INFILE:
             raise ProtocolError("server sent a packet while the client was sending a file")
         if phase == S_AUTH:
+            if self.client_phase == C_HANDSHAKE:
+                # Fed whole, the greeting's chunk refuses trailing bytes; the same bytes
+                # arriving in a later chunk must be refused too.
+                raise ProtocolError("server sent data before the client answered its greeting")
             self._auth_packet(seq, payload, first)
             return
         cmd = self._queue[0]
@@ -643,12 +704,16 @@ class ConnectionTracker:
             self._complete(cmd)
 
     def _simple_response(self, cmd: _Command, payload: bytes, first: int) -> None:
-        if first == OK_HEADER:
+        if first == OK_HEADER or (
+            first == 0xFE
+            and (
+                self.capabilities & Capability.CLIENT_DEPRECATE_EOF
+                or len(payload) < _EOF_MAX_PAYLOAD
+            )
+        ):
+            # Under CLIENT_DEPRECATE_EOF the 0xFE answer (COM_SET_OPTION, COM_DEBUG) is an
+            # OK packet: its own layout, and longer than an EOF when it has session state.
             self._apply_terminator(cmd, payload)
-        elif first == 0xFE and len(payload) < _EOF_MAX_PAYLOAD:
-            eof = messages.parse_eof(payload)
-            cmd.warnings += eof.warnings
-            cmd.status = int(eof.status)
         else:
             raise ProtocolError(f"expected OK, ERR or EOF, got 0x{first & 0xFF:02x}")
         self._complete(cmd)
@@ -808,6 +873,13 @@ class ConnectionTracker:
 
     def _client_capture(self, length: int, first: int) -> int:
         if self.client_phase == C_COMMAND:
+            # Checked as the header arrives, not when the packet ends: out-of-step bytes
+            # (garbage, most likely) must not reach the server before the connection is
+            # closed. The framer has already set the new packet's sequence id.
+            if self._client.seq != 0:
+                raise ProtocolError(
+                    f"command packet has sequence id {self._client.seq}, expected 0"
+                )
             return MAX_CAPTURED_COMMAND
         return 0
 
@@ -824,6 +896,8 @@ class ConnectionTracker:
                     f"auth packet has sequence id {seq}, expected {self._client_seq}"
                 )
             self._client_seq = self._server_seq = (seq + 1) & 0xFF
+            if self._queue:  # answering COM_CHANGE_USER's auth switch: the command's bytes
+                self._queue[0].bytes_received += wire_bytes
         elif phase == C_INFILE:
             if seq != self._client_seq:
                 raise ProtocolError(
@@ -854,7 +928,13 @@ class ConnectionTracker:
             user=self.user,
             bytes_received=wire_bytes,
         )
-        if code == Command.COM_STMT_EXECUTE or code == Command.COM_STMT_SEND_LONG_DATA:
+        if code in (
+            Command.COM_STMT_EXECUTE,
+            Command.COM_STMT_SEND_LONG_DATA,
+            Command.COM_STMT_FETCH,  # bound only for its event's statement text
+            Command.COM_STMT_CLOSE,
+            Command.COM_STMT_RESET,
+        ):
             self._bind_statement(cmd)
         elif code == Command.COM_CHANGE_USER:
             try:
@@ -879,6 +959,8 @@ class ConnectionTracker:
         if statement is None:
             return
         cmd.statement = statement
+        if cmd.code in (Command.COM_STMT_FETCH, Command.COM_STMT_CLOSE, Command.COM_STMT_RESET):
+            return
         if cmd.code == Command.COM_STMT_SEND_LONG_DATA:
             _, param, data = messages.parse_long_data(payload)
             previous = statement.long_data.get(param, b"")
@@ -911,16 +993,15 @@ class ConnectionTracker:
         if code == Command.COM_CHANGE_USER:
             self.client_phase = C_AUTH
             self._client_seq = self._server_seq
-        elif code == Command.COM_STMT_RESET and cmd.statement is None and len(cmd.payload) >= 5:
-            statement = self.statements.get(messages.statement_id_of(cmd.payload))
-            if statement is not None:
-                statement.long_data.clear()
+        elif code == Command.COM_STMT_RESET and cmd.statement is not None:
+            cmd.statement.long_data.clear()
 
     def _complete(self, cmd: _Command) -> None:
         """The response to the head command is complete."""
         now = self._clock_ns()
         queue = self._queue
         queue.popleft()
+        self.commands_completed += 1
         if self._in_server_data:
             cmd.bytes_sent += self._packet_end - self._chunk_pos
             self._chunk_pos = self._packet_end
@@ -944,11 +1025,12 @@ class ConnectionTracker:
         if code == Command.COM_INIT_DB:
             self.schema = cmd.payload[1:].decode("utf-8", "replace")
         elif code == Command.COM_QUERY:
-            if cmd.new_schema is None and len(cmd.payload) < 300:
-                match = _USE_STATEMENT.match(cmd.payload[1:])
-                if match:
-                    name = match.group(1).replace(b"``", b"`") if match.group(1) else match.group(2)
-                    self.schema = name.decode("utf-8", "replace")
+            if (
+                cmd.new_schema is None
+                and len(cmd.payload) <= MAX_SCHEMA_SCAN
+                and _SCHEMA_WORDS.search(cmd.payload, 1)
+            ):
+                self.schema = schema_after(cmd.payload[1:], self.schema)
         elif code == Command.COM_RESET_CONNECTION:
             self.statements.clear()
         if cmd.new_schema is not None:
@@ -972,7 +1054,7 @@ class ConnectionTracker:
             if code == Command.COM_FIELD_LIST:
                 raw = raw.split(b"\x00", 1)[0]
             return raw.decode("utf-8", "backslashreplace"), truncated
-        if code in (Command.COM_STMT_EXECUTE, Command.COM_STMT_FETCH) and cmd.statement:
+        if cmd.statement and code != Command.COM_STMT_PREPARE:  # the other COM_STMT_*
             return cmd.statement.query, truncated
         if code == Command.COM_PROCESS_KILL and len(cmd.payload) >= 5:
             return str(int.from_bytes(cmd.payload[1:5], "little")), False

@@ -41,10 +41,11 @@ class Address:
                 raise AddressError(f"{text!r}: write IPv6 addresses as [addr]:port")
             if not host:
                 host = "0.0.0.0"
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise AddressError(f"{text!r}: port {port_text!r} is not a number") from None
+        # Plain ASCII digits only: int() would also take "3_306", "+3306", " 3306" and
+        # non-Latin digits, none of which a port number is written as.
+        if not (port_text.isascii() and port_text.isdigit()):
+            raise AddressError(f"{text!r}: port {port_text!r} is not a number")
+        port = int(port_text)
         if not 0 <= port <= 65535:
             raise AddressError(f"{text!r}: port {port} is out of range")
         if not host:

@@ -89,7 +89,9 @@ class ProxyServer:
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
-        for address in self.listen:
+        # Only the socket files this server created: a path it failed to bind belongs to
+        # someone else (a live proxy, a regular file).
+        for address in self.bound:
             if address.unix_path is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(address.unix_path)
@@ -132,6 +134,10 @@ def _remove_stale_socket(path: str) -> None:
         probe.connect(path)
     except OSError:
         os.unlink(path)
+    else:
+        # Someone is listening there. asyncio and uvloop would silently unlink the file
+        # and take the path over: refuse as bind() would on a TCP port.
+        raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), path)
     finally:
         probe.close()
 

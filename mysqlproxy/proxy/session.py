@@ -27,7 +27,7 @@ from mysqlproxy.protocol.constants import ErrorCode
 from mysqlproxy.protocol.errors import ProtocolError, UnsupportedFeature
 from mysqlproxy.protocol.messages import encode_err
 from mysqlproxy.protocol.packets import encode_packet
-from mysqlproxy.protocol.tracker import ConnectionTracker
+from mysqlproxy.protocol.tracker import S_CONNECT, ConnectionTracker
 from mysqlproxy.proxy.backends import Backend
 from mysqlproxy.proxy.tasks import spawn
 
@@ -101,6 +101,7 @@ class Session:
         self._opened_announced = False
         self._pending_client_data: list[bytes] = []
         self._connect_task: asyncio.Task[None] | None = None
+        self._greeting_timer: asyncio.TimerHandle | None = None
 
     # --- set-up ------------------------------------------------------------------
 
@@ -134,6 +135,7 @@ class Session:
                 connect = loop.create_connection(
                     lambda: _Leg(self, is_client=False), address.host, address.port
                 )
+            started = loop.time()
             transport, _ = await asyncio.wait_for(connect, self.backend.connect_timeout)
         except (OSError, TimeoutError) as exc:
             reason = (
@@ -141,18 +143,18 @@ class Session:
                 if isinstance(exc, TimeoutError)
                 else (exc.strerror or str(exc))
             )
-            message = f"mysqlproxy: cannot connect to backend {address}: {reason}"
-            log.warning(
-                "connection %d from %s: %s", self.connection_id, self.client_address, message
-            )
-            self._refuse(0, ErrorCode.CR_CONN_HOST_ERROR, message, "HY000")
-            self.addons.trigger(
-                AuthenticationFailed(self.info(), int(ErrorCode.CR_CONN_HOST_ERROR), message)
-            )
+            self._backend_unreachable(reason)
             return
         if self.closed:
             transport.abort()
             return
+        # A backend that accepts but never greets (a hung server, a full accept queue
+        # behind a load balancer) would leave the client waiting forever: the one
+        # connect timeout covers the TCP connect and the greeting, as libmysqlclient's
+        # connect_timeout does.
+        self._greeting_timer = loop.call_at(
+            started + self.backend.connect_timeout, self._greeting_timed_out
+        )
         self.server = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         _set_nodelay(transport)
@@ -161,6 +163,21 @@ class Session:
             self.client_data(chunk)
         if self.client is not None and not self.closed:
             self.client.resume_reading()
+
+    def _backend_unreachable(self, reason: str) -> None:
+        message = f"mysqlproxy: cannot connect to backend {self.backend.address}: {reason}"
+        log.warning("connection %d from %s: %s", self.connection_id, self.client_address, message)
+        self._refuse(0, ErrorCode.CR_CONN_HOST_ERROR, message, "HY000")
+        self.addons.trigger(
+            AuthenticationFailed(self.info(), int(ErrorCode.CR_CONN_HOST_ERROR), message)
+        )
+
+    def _greeting_timed_out(self) -> None:
+        self._greeting_timer = None
+        if not self.closed and self.tracker is not None and self.tracker.server_phase == S_CONNECT:
+            self._backend_unreachable(
+                f"no greeting within {self.backend.connect_timeout:g}s of connecting"
+            )
 
     # --- relay --------------------------------------------------------------------
 
@@ -192,7 +209,10 @@ class Session:
         try:
             out = tracker.server_data(data)
         except ProtocolError as exc:
-            self.close(f"malformed data from server: {exc}")
+            if tracker.server_phase == S_CONNECT:  # nothing relayed yet: say why in an ERR
+                self._backend_unreachable(f"malformed greeting: {exc}")
+            else:
+                self.close(f"malformed data from server: {exc}")
             return
         if out:
             client.write(out)
@@ -239,6 +259,14 @@ class Session:
             return
         side = "client" if is_client else "server"
         tracker = self.tracker
+        if not is_client and tracker is not None and tracker.server_phase == S_CONNECT:
+            # Nothing reached the client yet: it can still be told why, in its protocol.
+            self._backend_unreachable(
+                f"connection lost before the greeting: {exc}"
+                if exc is not None
+                else "it closed the connection before sending a greeting"
+            )
+            return
         if tracker is not None and tracker.idle:
             reason = None
         elif exc is not None:
@@ -247,6 +275,10 @@ class Session:
             reason = f"{side} closed the connection"
             if tracker is not None and tracker.current_command is not None:
                 reason += " during a command"
+            elif tracker is not None and not tracker.authenticated:
+                reason += " during login"
+            elif tracker is not None:
+                reason += " in the middle of a packet"  # not idle, yet no command
         self.close(reason)
 
     def close(self, reason: str | None) -> None:
@@ -261,6 +293,9 @@ class Session:
             )
         if self._connect_task is not None and not self._connect_task.done():
             self._connect_task.cancel()
+        if self._greeting_timer is not None:
+            self._greeting_timer.cancel()
+            self._greeting_timer = None
         for transport in (self.client, self.server):
             if transport is not None and not transport.is_closing():
                 # Data already queued (an ERR for the client) is still flushed.
