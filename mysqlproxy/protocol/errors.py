@@ -14,3 +14,22 @@ class TruncatedPacket(ProtocolError):
 
 class UnsupportedFeature(ProtocolError):
     """A peer asked for something the proxy deliberately does not handle (yet)."""
+
+
+class PacketTooLarge(ProtocolError):
+    """A client packet announced more payload than the configured maximum.
+
+    Raised as soon as the header that crosses the limit arrives, before any byte of that
+    packet's payload is passed on. `sequence_id` is the one the ERR packet answering it
+    must carry (the offending piece's plus one, as the server's own reply would).
+    `forward` holds the bytes of the chunk that came before the oversized packet
+    (complete packets, which the server may still be sent), and `behind_commands` is true
+    when commands sent before it still await their responses."""
+
+    def __init__(self, size: int, limit: int, sequence_id: int) -> None:
+        super().__init__(f"packet of {size} bytes exceeds the maximum of {limit}")
+        self.size = size
+        self.limit = limit
+        self.sequence_id = sequence_id
+        self.forward = b""
+        self.behind_commands = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mysqlproxy.protocol import wire
@@ -620,7 +621,7 @@ def _read_binary_datetime(buf: Buffer, pos: int, field_type: int) -> tuple[Param
         ):
             return datetime.date(year, month, day), pos
         return datetime.datetime(year, month, day, hour, minute, second, micro), pos
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: microseconds past 2**31
         # Zero dates ('0000-00-00') are legal in MySQL, not in Python: keep the text.
         text = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
         return text, pos
@@ -637,9 +638,13 @@ def _read_binary_time(buf: Buffer, pos: int) -> tuple[ParamValue, int]:
     days = int.from_bytes(raw[1:5], "little")
     hours, minutes, seconds = raw[5], raw[6], raw[7]
     micro = int.from_bytes(raw[8:12], "little") if length == 12 else 0
-    value = datetime.timedelta(
-        days=days, hours=hours, minutes=minutes, seconds=seconds, microseconds=micro
-    )
+    try:
+        value = datetime.timedelta(
+            days=days, hours=hours, minutes=minutes, seconds=seconds, microseconds=micro
+        )
+    except OverflowError as e:
+        # Four bytes of days reach past timedelta's range (999999999 days).
+        raise ProtocolError(f"binary time of {days} days is out of range") from e
     return (-value if negative else value), pos
 
 
@@ -655,3 +660,94 @@ def parse_long_data(payload: Buffer) -> tuple[int, int, bytes]:
     statement_id = statement_id_of(payload)
     param_id, pos = wire.read_uint(payload, 5, 2)
     return statement_id, param_id, bytes(payload[pos:])
+
+
+def encode_binary_value(value: ParamValue, type_and_flag: int) -> bytes:
+    """One non-NULL value in the binary protocol layout of `type_and_flag` (type in the
+    low byte, 0x80 in the high byte for unsigned): the inverse of _read_binary_value."""
+    field_type = type_and_flag & 0xFF
+    unsigned = bool(type_and_flag >> 8 & _UNSIGNED_FLAG)
+    size = _INT_SIZES.get(field_type)  # type: ignore[call-overload]
+    if size is not None:
+        if not isinstance(value, int):
+            raise TypeError(f"type {field_type} needs an int, got {value!r}")
+        return value.to_bytes(size, "little", signed=not unsigned)
+    if field_type == FieldType.MYSQL_TYPE_FLOAT and isinstance(value, int | float):
+        return _FLOAT.pack(value)
+    if field_type == FieldType.MYSQL_TYPE_DOUBLE and isinstance(value, int | float):
+        return _DOUBLE.pack(value)
+    if field_type == FieldType.MYSQL_TYPE_NULL:
+        return b""
+    if isinstance(value, datetime.datetime):
+        raw = wire.uint(value.year, 2) + bytes(
+            (value.month, value.day, value.hour, value.minute, value.second)
+        )
+        if value.microsecond:
+            raw += wire.uint(value.microsecond, 4)
+        return wire.uint(len(raw), 1) + raw
+    if isinstance(value, datetime.date):
+        return b"\x04" + wire.uint(value.year, 2) + bytes((value.month, value.day))
+    if isinstance(value, datetime.timedelta):
+        if not value:
+            return b"\x00"
+        negative = value < datetime.timedelta(0)
+        magnitude = -value if negative else value
+        hours, rest = divmod(magnitude.seconds, 3600)
+        minutes, seconds = divmod(rest, 60)
+        raw = bytes((int(negative),)) + wire.uint(magnitude.days, 4)
+        raw += bytes((hours, minutes, seconds))
+        if magnitude.microseconds:
+            raw += wire.uint(magnitude.microseconds, 4)
+        return wire.uint(len(raw), 1) + raw
+    if isinstance(value, str):
+        return wire.lenenc_bytes(value.encode("utf-8"))
+    if isinstance(value, bytes):
+        return wire.lenenc_bytes(value)
+    if isinstance(value, decimal.Decimal | int | float):
+        return wire.lenenc_bytes(str(value).encode("ascii"))
+    raise TypeError(f"cannot encode {value!r} as binary type {field_type}")
+
+
+def _null_bitmap(values: Sequence[ParamValue], offset: int) -> bytes:
+    bitmap = bytearray((len(values) + offset + 7) // 8)
+    for index, value in enumerate(values):
+        if value is None:
+            bit = index + offset
+            bitmap[bit // 8] |= 1 << (bit % 8)
+    return bytes(bitmap)
+
+
+def encode_execute(
+    statement_id: int,
+    param_types: Sequence[int],
+    params: Sequence[ParamValue],
+    flags: int = 0,
+    new_params_bound: bool = True,
+    long_data: frozenset[int] = frozenset(),
+) -> bytes:
+    """COM_STMT_EXECUTE. Parameters whose index is in `long_data` were sent with
+    COM_STMT_SEND_LONG_DATA and have no value here."""
+    payload = b"\x17" + wire.uint(statement_id, 4) + wire.uint(flags, 1) + wire.uint(1, 4)
+    if not params:
+        return payload
+    parts = [payload, _null_bitmap(params, 0)]
+    if new_params_bound:
+        parts.append(b"\x01" + b"".join(wire.uint(t, 2) for t in param_types))
+    else:
+        parts.append(b"\x00")
+    for index, (value, type_and_flag) in enumerate(zip(params, param_types, strict=True)):
+        if value is not None and index not in long_data:
+            parts.append(encode_binary_value(value, type_and_flag))
+    return b"".join(parts)
+
+
+def encode_binary_row(
+    column_types: Sequence[int],
+    values: Sequence[ParamValue],
+) -> bytes:
+    """A ProtocolBinary::ResultsetRow: 0x00, a NULL bitmap offset by 2 bits, values."""
+    parts = [b"\x00", _null_bitmap(values, 2)]
+    for value, type_and_flag in zip(values, column_types, strict=True):
+        if value is not None:
+            parts.append(encode_binary_value(value, type_and_flag))
+    return b"".join(parts)

@@ -65,7 +65,7 @@ from mysqlproxy.protocol.constants import (
     Command,
     ServerStatus,
 )
-from mysqlproxy.protocol.errors import ProtocolError, UnsupportedFeature
+from mysqlproxy.protocol.errors import PacketTooLarge, ProtocolError, UnsupportedFeature
 from mysqlproxy.protocol.events import (
     Authenticated,
     AuthenticationFailed,
@@ -252,6 +252,7 @@ class _Framer:
         "in_packet",
         "kept",
         "limit",
+        "max_payload",
         "partial",
         "piece_continues",
         "seq",
@@ -278,6 +279,7 @@ class _Framer:
         self.total = 0  # payload length so far
         self.first = -1
         self.expected_seq = 0  # of the next piece of a multi-piece packet
+        self.max_payload = 0  # largest logical payload accepted (0: no limit)
 
     @property
     def at_boundary(self) -> bool:
@@ -352,6 +354,10 @@ class _Framer:
         self.total += length
         self.expected_seq = (seq + 1) & 0xFF
         self.piece_continues = length == MAX_PACKET_PAYLOAD
+        if self.max_payload and self.total > self.max_payload:
+            # Refused on the header, as the server's own max_allowed_packet check does,
+            # so none of the payload is passed on.
+            raise PacketTooLarge(self.total, self.max_payload, self.expected_seq)
 
     def _piece_done(self, pos: int) -> bool:
         """A piece ended at `pos`; True when that ended the logical packet."""
@@ -439,6 +445,26 @@ class ConnectionTracker:
         )
 
     @property
+    def waiting_for_client(self) -> bool:
+        """The server has answered everything asked of it: no command in flight, or the
+        greeting not yet answered. (The client may be part way through a packet.)"""
+        phase = self.server_phase
+        if phase == S_AUTH:
+            return self.client_phase == C_HANDSHAKE
+        return not self._queue and phase in (S_IDLE, S_CLOSED)
+
+    @property
+    def max_packet_size(self) -> int:
+        """The largest client packet payload (all 0xFFFFFF pieces together) accepted
+        after the handshake response; 0 for no limit. A larger one raises PacketTooLarge
+        as its header arrives. (The handshake response has its own, MAX_CONTROL_PACKET.)"""
+        return self._client.max_payload
+
+    @max_packet_size.setter
+    def max_packet_size(self, size: int) -> None:
+        self._client.max_payload = size
+
+    @property
     def phase_name(self) -> str:
         return SERVER_PHASE_NAMES[self.server_phase]
 
@@ -448,8 +474,13 @@ class ConnectionTracker:
             return self._client_handshake_data(data)
         pos, n = 0, len(data)
         feed = self._client.feed
-        while pos < n:
-            pos = feed(data, pos, n)
+        try:
+            while pos < n:
+                pos = feed(data, pos, n)
+        except PacketTooLarge as exc:
+            exc.forward = data[:pos]
+            exc.behind_commands = bool(self._queue) and self.client_phase == C_COMMAND
+            raise
         return data
 
     def server_data(self, data: bytes) -> bytes:
