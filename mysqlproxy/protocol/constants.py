@@ -115,7 +115,13 @@ MASKED_CAPABILITIES = (
     | Capability.MULTI_FACTOR_AUTHENTICATION  # AuthNextFactor packets
     | Capability.CLIENT_CAPABILITY_EXTENSION
     | Capability.CLIENT_SSL_VERIFY_SERVER_CERT
-    | MARIADB_EXTENDED_CAPABILITIES  # progress reports, bulk execute, metadata cache
+    # MariaDB's progress reports, bulk execute, metadata cache and future ones. Extended
+    # metadata is let through: it only adds a field inside column definitions, which
+    # the tracker skips whole (it reads their first byte).
+    # (int arithmetic: IntFlag's ~ would drop bits no member defines yet)
+    | Capability(
+        int(MARIADB_EXTENDED_CAPABILITIES) & ~int(Capability.MARIADB_CLIENT_EXTENDED_METADATA)
+    )
 )
 
 

@@ -52,7 +52,7 @@ MARIADB_GREETING_MASKED = (
     MARIADB_GREETING[:36]
     + b"\xde\xf7"  # COMPRESS cleared
     + MARIADB_GREETING[38:50]
-    + b"\x00\x00\x00\x00"  # no extended capabilities
+    + b"\x08\x00\x00\x00"  # of the extended capabilities, EXTENDED_METADATA only
     + MARIADB_GREETING[54:]
 )
 

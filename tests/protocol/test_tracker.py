@@ -205,7 +205,6 @@ MARIADB_EXTENDED = [
     Capability.MARIADB_CLIENT_PROGRESS,
     Capability.MARIADB_CLIENT_COM_MULTI,
     Capability.MARIADB_CLIENT_STMT_BULK_OPERATIONS,
-    Capability.MARIADB_CLIENT_EXTENDED_METADATA,
     Capability.MARIADB_CLIENT_CACHE_METADATA,
     Capability.MARIADB_CLIENT_BULK_UNIT_RESULTS,
     Capability(1 << 63),  # a future extended capability
@@ -216,7 +215,8 @@ def test_masked_capabilities_are_exactly_the_documented_ones() -> None:
     expected = Capability(0)
     for bit in MASKED_BITS:
         expected |= bit
-    assert expected | Capability(0xFFFFFFFF << 32) == MASKED_CAPABILITIES
+    extended = Capability(0xFFFFFFFF << 32 & ~int(Capability.MARIADB_CLIENT_EXTENDED_METADATA))
+    assert expected | extended == MASKED_CAPABILITIES
     for kept in (
         Capability.CLIENT_DEPRECATE_EOF,
         Capability.CLIENT_SESSION_TRACK,
@@ -273,11 +273,22 @@ def test_mariadb_extended_capability_is_cleared_both_ways(bit: Capability) -> No
     greeting, response = _masking_exchange(BASE_MARIADB | bit, client | bit, True)
     assert greeting == encode_packet(0, pk.greeting_mariadb(BASE_MARIADB))
     extended = 4 + len(pk.MARIADB_VERSION) + 29  # where the extended capabilities are
-    assert greeting[extended : extended + 4] == b"\x00\x00\x00\x00"
+    kept = int(BASE_MARIADB) >> 32  # extended metadata only, when the server offers it
+    assert kept & ~(int(Capability.MARIADB_CLIENT_EXTENDED_METADATA) >> 32) == 0
+    assert greeting[extended : extended + 4] == kept.to_bytes(4, "little")
     original = encode_packet(0, pk.greeting_mariadb(BASE_MARIADB | bit))
-    assert original[extended : extended + 4] == (int(bit) >> 32).to_bytes(4, "little")
+    assert original[extended : extended + 4] == ((int(bit) >> 32) | kept).to_bytes(4, "little")
     assert response == encode_packet(1, pk.handshake_response(client))
     assert response[4 + 28 : 4 + 32] == b"\x00\x00\x00\x00"
+
+
+def test_mariadb_extended_metadata_passes_both_ways() -> None:
+    # It only adds a field inside column definitions, which the tracker skips.
+    bit = Capability.MARIADB_CLIENT_EXTENDED_METADATA
+    client = pk.CLIENT_CAPABILITIES & ~Capability.CLIENT_LONG_PASSWORD
+    greeting, response = _masking_exchange(BASE_MARIADB | bit, client | bit, True)
+    assert greeting == encode_packet(0, pk.greeting_mariadb(BASE_MARIADB | bit))
+    assert response == encode_packet(1, pk.handshake_response(client | bit))
 
 
 def test_unmasked_capabilities_pass_unchanged() -> None:
