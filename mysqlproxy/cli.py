@@ -168,6 +168,15 @@ def log_on_statement(
               show_default=True, help="Seconds to wait for the backend to accept and greet.")
 @click.option("--grace-period", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="On SIGTERM/SIGINT, seconds to let commands in flight finish.")
+@click.option("--max-connections", type=click.IntRange(min=0), default=None,
+              help="Clients served at once; more are refused with ERR 1040 (0: no limit). "
+                   "Default: as many as the open file limit allows, two files each.")
+@click.option("--idle-timeout", type=DurationType(), default=None,
+              help="Close a client idle this long (90s, 5m, 8h); never one whose command "
+                   "is running. Default: off.")
+@click.option("--max-packet-size", type=SizeType(), default="64M", show_default=True,
+              help="Largest client packet; larger are refused with ERR 1153, as the server's "
+                   "max_allowed_packet does (0: no limit). Raise it with the server's.")
 @click.option("--print-queries", is_flag=True,
               help="Print one line per completed command to stdout.")
 @click.option("--admin", "admin", default=None,
@@ -187,6 +196,9 @@ def run(
     backend: Address,
     connect_timeout: float,
     grace_period: float,
+    max_connections: int | None,
+    idle_timeout: str | None,
+    max_packet_size: int,
     print_queries: bool,
     admin: str | None,
     admin_user: str,
@@ -200,6 +212,7 @@ def run(
     """Run the proxy until SIGTERM or SIGINT."""
     from mysqlproxy.admin import commands
     from mysqlproxy.admin.server import AdminConfigError, AdminCredentials
+    from mysqlproxy.proxy import limits
     from mysqlproxy.proxy.app import ProxyConfig
     from mysqlproxy.proxy.server import ListenError
 
@@ -215,8 +228,13 @@ def run(
             admin_address = Address.parse(admin or DEFAULT_ADMIN)
         except AddressError as exc:
             raise click.BadParameter(str(exc), param_hint="--admin") from None
+    try:
+        limits.check_max_packet_size(max_packet_size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-packet-size") from None
     password = _admin_password(admin_password_file)
-    if admin_address is not None and not password:
+    # Off loopback the admin server refuses to start without a password (one line).
+    if admin_address is not None and not password and admin_address.is_loopback:
         log.warning("the admin interface on %s has no password; set %s", admin_address,
                     PASSWORD_ENV)
     initial_window = None
@@ -226,11 +244,21 @@ def run(
             initial_window = commands.window_from_statement(statement, os.path.abspath(log_target))
         except commands.AdminError as exc:
             raise click.BadParameter(str(exc), param_hint="--log-for") from None
+    file_limit = limits.raise_file_limit()
+    if max_connections is None:
+        max_connections = limits.connections_for_file_limit(file_limit)
+    elif max_connections == 0 or max_connections > limits.connections_for_file_limit(file_limit):
+        log.warning("--max-connections %d: the open file limit (%d) allows about %d clients; "
+                    "past that, new clients wait or fail instead of getting ERR 1040",
+                    max_connections, file_limit, limits.connections_for_file_limit(file_limit))
     config = ProxyConfig(
         listen=list(listen) or [Address.parse("127.0.0.1:4040")],
         backend=backend,
         connect_timeout=connect_timeout,
         grace_period=grace_period,
+        max_connections=max_connections,
+        idle_timeout=units.parse_duration(idle_timeout) if idle_timeout else 0.0,
+        max_packet_size=max_packet_size,
         admin=admin_address,
         admin_credentials=AdminCredentials.from_password(admin_user, password),
         log_target=log_target,
@@ -343,6 +371,72 @@ def log_status(admin: str, admin_user: str) -> None:
 
     with admin_session(admin, admin_user) as session:
         print_status(session)
+
+
+# --- mysqlproxy top / tail ---------------------------------------------------------------
+
+
+def _viewer_source(admin: str, admin_user: str, slower_than: str, purpose: str,
+                   digests: bool) -> Any:
+    from mysqlproxy.viewer.data import AdminSource, parse_threshold
+
+    try:
+        address = Address.parse(admin)
+    except AddressError as exc:
+        raise click.BadParameter(str(exc), param_hint="--admin") from None
+    return AdminSource(address, admin_user, os.environ.get(PASSWORD_ENV, ""),
+                       threshold_us=parse_threshold(slower_than), purpose=purpose,
+                       digests=digests, proxy_state=digests)
+
+
+@cli.command()
+@admin_options
+@click.option("--slower-than", type=DurationType("ms"), default="50ms", show_default=True,
+              help="Show statements slower than this (250us, 100ms, 2s).")
+@click.option("--db-dsn", metavar="mysql://USER:PASS@HOST:PORT",
+              help="Run EXPLAIN on the selected query through a direct connection to the "
+                   "backend (the password may come from $MYSQLPROXY_DB_PASSWORD).")
+@click.option("--max-rows", type=click.IntRange(min=10), default=500, show_default=True,
+              help="Slow queries kept in the live list.")
+def top(admin: str, admin_user: str, slower_than: str, db_dsn: str | None,
+        max_rows: int) -> None:
+    """The live viewer: slow queries as they happen, digests, the proxy's state."""
+    from mysqlproxy.viewer.app import TopApp
+    from mysqlproxy.viewer.explain import DatabaseDSN, Explainer
+
+    explainer = None
+    if db_dsn:
+        try:
+            explainer = Explainer(DatabaseDSN.parse(db_dsn))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--db-dsn") from None
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise click.ClickException("top needs a terminal; in a pipe use `mysqlproxy tail`")
+    source = _viewer_source(admin, admin_user, slower_than, "viewer", digests=True)
+    try:
+        TopApp(source, explainer=explainer, max_events=max_rows).run()
+    finally:
+        source.close()
+        if explainer is not None:
+            explainer.close()
+
+
+@cli.command()
+@admin_options
+@click.option("--slower-than", type=DurationType("ms"), default="50ms", show_default=True,
+              help="Stream statements slower than this (0 streams them all).")
+@click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text",
+              show_default=True, help="text: the log.lua line; jsonl: one JSON object each.")
+def tail(admin: str, admin_user: str, slower_than: str, fmt: str) -> None:
+    """Stream events to stdout, one per line, for grep and jq."""
+    from mysqlproxy.viewer import tail as tailing
+    from mysqlproxy.viewer.data import SourceUnavailable
+
+    source = _viewer_source(admin, admin_user, slower_than, "tail", digests=False)
+    try:
+        tailing.run(source, fmt)
+    except SourceUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

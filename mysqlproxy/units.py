@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|µs|ms|s|m|h|d)")
+# Not float(): it would take "-5", "nan", "inf" and "1e3" as durations.
+_BARE_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _SECONDS_PER_UNIT = {
     "us": 1e-6,
     "µs": 1e-6,
@@ -25,10 +27,8 @@ def parse_duration(text: str, default_unit: str = "s") -> float:
     cleaned = text.strip().lower().replace(" ", "")
     if not cleaned:
         raise ValueError("empty duration")
-    try:
+    if _BARE_NUMBER.fullmatch(cleaned):
         return float(cleaned) * _SECONDS_PER_UNIT[default_unit]
-    except ValueError:
-        pass
     total = 0.0
     pos = 0
     for match in _DURATION_PART.finditer(cleaned):

@@ -110,8 +110,9 @@ def print_status(session: AdminSession, console: Console | None = None) -> None:
         console.print("logging: [dim]off[/] (no window open)")
     if not rows:
         return
+    # replaced_previous: `log on` on an open window's target replaced it.
     wanted = ["target", "format", "state", "remaining", "filter", "events_written",
-              "events_dropped", "sink_health"]
+              "events_dropped", "sink_health", "replaced_previous"]
     table = Table(title="logging windows")
     for name in wanted:
         table.add_column(name.replace("_", " "))

@@ -220,8 +220,16 @@ def _select(control: ControlPlane, parser: _Parser) -> ResultSet:
         # Clients ask these on connect (the mariadb CLI: @@version_comment).
         names = parser.value_list("a variable")
         return ResultSet(names, [tuple(control.variable(n) for n in names)])
-    if token is not None and token.upper in ("DATABASE()", "USER()", "CONNECTION_ID()", "1"):
-        values = parser.value_list("an expression")
+    if token is not None and token.upper in ("DATABASE", "USER", "CONNECTION_ID", "1"):
+        # The tokenizer splits DATABASE() into a word and two operators.
+        values = []
+        while True:
+            name = parser.value("an expression")
+            if parser.accept("(", ")"):
+                name += "()"
+            values.append(name)
+            if not parser.accept(","):
+                break
         return ResultSet(values, [tuple(control.variable(v) for v in values)])
     parser.expect("*")
     parser.expect("FROM")

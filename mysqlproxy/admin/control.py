@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from mysqlproxy import units
 from mysqlproxy.hooks import ConnectionInfo
 from mysqlproxy.proxy.backends import Address, AddressError
+from mysqlproxy.proxy.limits import check_max_packet_size
 from mysqlproxy.proxy.server import ProxyServer
 from mysqlproxy.querylog.window import QueryLog
 
@@ -90,6 +91,7 @@ class ControlPlane:
 
     def _make_settings(self) -> list[Setting]:
         backend = self.server.backend
+        limits = self.server.limits
         query_log = self.query_log
 
         def set_backend(text: str) -> None:
@@ -103,6 +105,24 @@ class ControlPlane:
             if seconds <= 0:
                 raise ValueError("must be positive")
             backend.connect_timeout = seconds
+
+        def set_max_connections(text: str) -> None:
+            try:
+                value = int(text)
+            except ValueError:
+                raise ValueError(f"expected a whole number, got {text!r}") from None
+            if value < 0:
+                raise ValueError("must be 0 (unlimited) or more")
+            limits.max_connections = value
+
+        def set_idle_timeout(text: str) -> None:
+            if text.strip().lower() in ("off", "none", "no"):
+                limits.idle_timeout = 0.0
+            else:
+                limits.idle_timeout = units.parse_duration(text)
+
+        def set_max_packet_size(text: str) -> None:
+            limits.max_packet_size = check_max_packet_size(units.parse_size(text))
 
         def set_grace(text: str) -> None:
             self._grace_period[0] = units.parse_duration(text)
@@ -134,6 +154,13 @@ class ControlPlane:
                     lambda: str(backend.address), set_backend),
             Setting("connect_timeout", "seconds to wait for the backend to accept",
                     lambda: f"{backend.connect_timeout:g}", set_connect_timeout),
+            Setting("max_connections", "clients served at once; more get ERR 1040 (0: no limit)",
+                    lambda: str(limits.max_connections), set_max_connections),
+            Setting("idle_timeout", "seconds a client may sit idle before it is closed (off)",
+                    lambda: f"{limits.idle_timeout:g}" if limits.idle_timeout else "off",
+                    set_idle_timeout),
+            Setting("max_packet_size", "largest client packet in bytes; larger get ERR 1153 "
+                    "(0: no limit)", lambda: str(limits.max_packet_size), set_max_packet_size),
             Setting("grace_period", "seconds commands in flight get at shutdown",
                     lambda: f"{self._grace_period[0]:g}", set_grace),
             Setting("log_target", "file LOG ON writes to when no TO is given",
@@ -163,7 +190,10 @@ class ControlPlane:
             "backend": str(server.backend.address),
             "connections": len(server.sessions),
             "connections_total": server.connections_total,
+            "connections_refused": server.connections_refused,
             "queries_total": server.commands_total,
+            # Where a new reader of SELECT * FROM events starts (the viewer, tail).
+            "last_event_id": self.query_log.last_event_id,
             "logging_windows": len(self.query_log.windows),
         }
 

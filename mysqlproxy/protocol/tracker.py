@@ -32,6 +32,7 @@ Phases of the server side (what the next server packet may be):
     FIELD_LIST       column definitions until EOF/OK(0xFE) or ERR
     STREAM           binlog events (0x00...) until EOF or ERR
     INFILE           the server waits while the client sends the file, then RESULT
+                     (an ERR now: the server gave up on the transfer -> IDLE)
     CLOSED           after COM_QUIT or a refused login: nothing more is expected
 
 The client side is simpler: HANDSHAKE (the handshake response), AUTH (auth data,
@@ -597,10 +598,19 @@ class ConnectionTracker:
             raise ProtocolError(
                 f"server sent a packet (first byte {first}) while no command was running"
             )
+        if phase == S_INFILE:
+            if first != ERR_HEADER:
+                raise ProtocolError("server sent a packet while the client was sending a file")
+            # The server gave up on the transfer (a file packet out of order, or over its
+            # max_allowed_packet) and answered at once: the command failed. Its sequence
+            # id counts the packets it read, maybe fewer than were sent: not checked.
+            # MariaDB then reads commands again (or hangs up); so does the tracker, and
+            # file data that still comes has a sequence id no command may have.
+            self.client_phase = C_COMMAND
+            self._fail(self._queue[0], payload)
+            return
         self._check_server_seq(seq)
         self._server_seq = (seq + (length // MAX_PACKET_PAYLOAD) + 1) & 0xFF
-        if phase == S_INFILE:
-            raise ProtocolError("server sent a packet while the client was sending a file")
         if phase == S_AUTH:
             if self.client_phase == C_HANDSHAKE:
                 # Fed whole, the greeting's chunk refuses trailing bytes; the same bytes

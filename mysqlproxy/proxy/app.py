@@ -16,6 +16,7 @@ from mysqlproxy.admin.control import ControlPlane, proxy_version
 from mysqlproxy.admin.server import AdminCredentials, AdminServer
 from mysqlproxy.hooks import AddonManager
 from mysqlproxy.proxy.backends import Address, Backend
+from mysqlproxy.proxy.limits import DEFAULT_MAX_PACKET_SIZE, Limits
 from mysqlproxy.proxy.server import ListenError, ProxyServer
 from mysqlproxy.proxy.tasks import spawn
 from mysqlproxy.querylog.formats import format_slowlog_header
@@ -38,6 +39,9 @@ class ProxyConfig:
     backend: Address
     connect_timeout: float = 5.0
     grace_period: float = 10.0
+    max_connections: int = 0  # 0: unlimited (`run` derives its default from the file limit)
+    idle_timeout: float = 0.0  # seconds; 0: off
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE  # 0: no limit
     admin: Address | None = None
     admin_credentials: AdminCredentials | None = None
     log_target: str = "mysqlproxy-slow.log"
@@ -55,7 +59,10 @@ class ProxyApp:
         self.stdout = stdout if stdout is not None else sys.stdout
         self.addons = AddonManager()
         self.server = ProxyServer(
-            config.listen, Backend(config.backend, config.connect_timeout), self.addons
+            config.listen,
+            Backend(config.backend, config.connect_timeout),
+            self.addons,
+            Limits(config.max_connections, config.idle_timeout, config.max_packet_size),
         )
         listen = ", ".join(str(a) for a in config.listen)
         self.query_log = QueryLog(

@@ -8,12 +8,25 @@ import errno
 import logging
 import os
 from collections.abc import Sequence
+from typing import cast
 
 from mysqlproxy.hooks import AddonManager
+from mysqlproxy.protocol.constants import ErrorCode
+from mysqlproxy.protocol.messages import encode_err
+from mysqlproxy.protocol.packets import encode_packet
 from mysqlproxy.proxy.backends import Address, Backend
+from mysqlproxy.proxy.limits import Limits
 from mysqlproxy.proxy.session import Session
+from mysqlproxy.proxy.tasks import spawn
 
 log = logging.getLogger(__name__)
+
+# What the server says to a client over max_connections, in place of its greeting.
+_TOO_MANY_CONNECTIONS = encode_packet(
+    0, encode_err(ErrorCode.ER_CON_COUNT_ERROR, "Too many connections", "08004")
+)
+# How often the idle sweep runs while idle_timeout is off (to notice it switched on).
+_IDLE_SWEEP_OFF_INTERVAL = 1.0
 
 
 class ListenError(Exception):
@@ -28,10 +41,15 @@ class ProxyServer:
         listen: Sequence[Address],
         backend: Backend,
         addons: AddonManager | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.listen = list(listen)
         self.backend = backend
         self.addons = addons or AddonManager()
+        self.limits = limits if limits is not None else Limits()
+        self.connections_refused = 0  # over max_connections, since start
+        self._refusing = False  # at max_connections (logged once per episode)
+        self._idle_sweep: asyncio.Task[None] | None = None
         self.sessions: set[Session] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._next_connection_id = 1
@@ -56,11 +74,21 @@ class ProxyServer:
         except OSError as exc:
             await self._close_listeners()
             raise ListenError(f"cannot listen on {address}: {_describe(exc)}") from exc
+        self._idle_sweep = spawn(self._sweep_idle(), "idle-sweep")
 
     def _new_client(self) -> asyncio.Protocol:
+        limit = self.limits.max_connections
+        if limit and len(self.sessions) >= limit:
+            self.connections_refused += 1
+            if not self._refusing:
+                self._refusing = True
+                log.warning("max_connections (%d) reached: refusing new clients", limit)
+            return _TooManyConnections()
         connection_id = self._next_connection_id
         self._next_connection_id += 1
-        session = Session(connection_id, self.backend, self.addons, self._session_closed)
+        session = Session(
+            connection_id, self.backend, self.addons, self._session_closed, self.limits
+        )
         self.sessions.add(session)
         self._all_closed.clear()
         return session.client_protocol()
@@ -82,8 +110,34 @@ class ProxyServer:
         self.sessions.discard(session)
         if not self.sessions:
             self._all_closed.set()
+        if self._refusing and len(self.sessions) < (self.limits.max_connections or 1 << 62):
+            self._refusing = False
+            log.info("below max_connections again: accepting new clients")
+
+    async def _sweep_idle(self) -> None:
+        """Close clients idle longer than limits.idle_timeout (see Session.idle_check).
+        One pass over the sessions every quarter of the timeout: nothing on the relay's
+        path pays for it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = self.limits.idle_timeout
+            if timeout <= 0:
+                await asyncio.sleep(_IDLE_SWEEP_OFF_INTERVAL)
+                continue
+            await asyncio.sleep(min(max(timeout / 4, 0.05), 1.0))
+            timeout = self.limits.idle_timeout
+            if timeout <= 0:
+                continue
+            now = loop.time()
+            for session in list(self.sessions):
+                session.idle_check(now, timeout)
 
     async def _close_listeners(self) -> None:
+        if self._idle_sweep is not None:
+            self._idle_sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._idle_sweep
+            self._idle_sweep = None
         for server in self._servers:
             server.close()
         for server in self._servers:
@@ -117,6 +171,15 @@ class ProxyServer:
                 for session in list(self.sessions):
                     session.abort()
         await self._close_listeners()
+
+
+class _TooManyConnections(asyncio.Protocol):
+    """A client over max_connections: ERR 1040 in place of the greeting, as the server
+    sends it, and the connection closed. No session, no backend connection."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(_TOO_MANY_CONNECTIONS)
+        transport.close()
 
 
 def _remove_stale_socket(path: str) -> None:

@@ -23,12 +23,13 @@ from mysqlproxy.hooks import (
     ConnectionOpened,
 )
 from mysqlproxy.protocol import events as tracker_events
-from mysqlproxy.protocol.constants import ErrorCode
-from mysqlproxy.protocol.errors import ProtocolError, UnsupportedFeature
+from mysqlproxy.protocol.constants import Command, ErrorCode
+from mysqlproxy.protocol.errors import PacketTooLarge, ProtocolError, UnsupportedFeature
 from mysqlproxy.protocol.messages import encode_err
 from mysqlproxy.protocol.packets import encode_packet
-from mysqlproxy.protocol.tracker import S_CONNECT, ConnectionTracker
+from mysqlproxy.protocol.tracker import C_COMMAND, S_CONNECT, ConnectionTracker
 from mysqlproxy.proxy.backends import Backend
+from mysqlproxy.proxy.limits import Limits
 from mysqlproxy.proxy.tasks import spawn
 
 if TYPE_CHECKING:
@@ -39,6 +40,13 @@ log = logging.getLogger(__name__)
 # Write buffer high-water mark per leg. Small enough that a slow client holds little
 # memory, large enough that a fast one never waits on it.
 WRITE_HIGH_WATER = 256 * 1024
+# After an ERR that refuses a packet the client may still be sending, how long the rest
+# is read and dropped before the socket is closed. Closing with unread data sends a
+# reset, and a reset can destroy the ERR before the client reads it.
+LINGER_SECONDS = 2.0
+# MySQL's own words for ER_NET_PACKET_TOO_LARGE (clients and pools match on them).
+PACKET_TOO_LARGE_MESSAGE = "Got a packet bigger than 'max_allowed_packet' bytes"
+_COM_QUIT_PACKET = encode_packet(0, bytes((Command.COM_QUIT,)))
 
 
 def _peer_name(transport: asyncio.BaseTransport) -> str:
@@ -85,10 +93,12 @@ class Session:
         backend: Backend,
         addons: AddonManager,
         on_closed: Callable[[Session], None],
+        limits: Limits | None = None,
     ) -> None:
         self.connection_id = connection_id
         self.backend = backend
         self.addons = addons
+        self.limits = limits if limits is not None else Limits()
         self._on_closed = on_closed
         self.client: asyncio.Transport | None = None
         self.server: asyncio.Transport | None = None
@@ -102,6 +112,12 @@ class Session:
         self._pending_client_data: list[bytes] = []
         self._connect_task: asyncio.Task[None] | None = None
         self._greeting_timer: asyncio.TimerHandle | None = None
+        self.client_reads = 0  # chunks received from the client (idle detection)
+        self._idle_mark = -1  # client_reads when the idle sweep last saw the client idle
+        self._idle_since = 0.0
+        # An ERR to send once the commands before an oversized packet are answered.
+        self._deferred_refusal: tuple[int, int, str, str] | None = None
+        self._linger = False  # end the client leg with a lingering close (see _refuse)
 
     # --- set-up ------------------------------------------------------------------
 
@@ -188,9 +204,16 @@ class Session:
         if server is None:
             self._pending_client_data.append(data)
             return
+        if self._deferred_refusal is not None:
+            return  # the rest of a refused packet: dropped
+        self.client_reads += 1
         tracker.emit_query_events = self.addons.wants_query_events
+        tracker.max_packet_size = self.limits.max_packet_size
         try:
             out = tracker.client_data(data)
+        except PacketTooLarge as exc:
+            self._packet_too_large(tracker, server, exc)
+            return
         except UnsupportedFeature as exc:
             self._refuse(2, ErrorCode.ER_NOT_SUPPORTED_YET, f"mysqlproxy: {exc}", "08004")
             return
@@ -218,8 +241,67 @@ class Session:
             client.write(out)
         if tracker.events:
             self._dispatch(tracker)
-        if self.close_when_idle and tracker.idle:
-            self.close(None)
+        if self.close_when_idle:
+            self._close_if_done(tracker)
+
+    def _close_if_done(self, tracker: ConnectionTracker) -> None:
+        """Once the commands in flight are answered: send the deferred refusal, or
+        close (a shutdown asked for it)."""
+        refusal = self._deferred_refusal
+        if refusal is None:
+            if tracker.idle:
+                self.close(None)
+        elif tracker.current_command is None:
+            self._refuse(*refusal, linger=True)
+
+    def _packet_too_large(
+        self, tracker: ConnectionTracker, server: asyncio.Transport, exc: PacketTooLarge
+    ) -> None:
+        refusal = (
+            exc.sequence_id,
+            int(ErrorCode.ER_NET_PACKET_TOO_LARGE),
+            f"{PACKET_TOO_LARGE_MESSAGE} (mysqlproxy: max_packet_size is {exc.limit})",
+            "08S01",
+        )
+        log.info(
+            "connection %d from %s: client packet of %d bytes refused, max_packet_size is %d",
+            self.connection_id, self.client_address, exc.size, exc.limit,
+        )
+        if not exc.behind_commands:
+            self._refuse(*refusal, linger=True)
+            return
+        # Pipelined commands came first: like the server, answer them, then refuse.
+        # The complete packets before the oversized one still go to the server; what
+        # the client sends from now on is dropped.
+        self._deferred_refusal = refusal
+        self.close_when_idle = True
+        if exc.forward:
+            server.write(exc.forward)
+        if tracker.events:
+            self._dispatch(tracker)
+
+    def idle_check(self, now: float, timeout: float) -> None:
+        """Called by the server's idle sweep: close the connection once the client, with
+        nothing asked of the server, has sent nothing for `timeout` seconds. Idle time
+        counts from the first sweep that saw it, so a client is never closed early."""
+        tracker = self.tracker
+        if (
+            self.closed
+            or tracker is None
+            or self.server is None
+            or self.close_when_idle
+            or not tracker.waiting_for_client
+        ):
+            self._idle_mark = -1
+            return
+        if self._idle_mark != self.client_reads:
+            self._idle_mark = self.client_reads
+            self._idle_since = now
+        elif now - self._idle_since >= timeout:
+            server = self.server
+            if tracker.idle and tracker.client_phase == C_COMMAND and not server.is_closing():
+                server.write(_COM_QUIT_PACKET)  # a clean goodbye: not an aborted connection
+            self.close(f"idle for {now - self._idle_since:.1f}s, idle_timeout is {timeout:g}s")
 
     def _dispatch(self, tracker: ConnectionTracker) -> None:
         events, tracker.events = tracker.events, []
@@ -248,10 +330,15 @@ class Session:
 
     # --- teardown -----------------------------------------------------------------
 
-    def _refuse(self, sequence_id: int, code: int, message: str, sql_state: str) -> None:
-        """Answer the client with an ERR packet, then close."""
+    def _refuse(
+        self, sequence_id: int, code: int, message: str, sql_state: str, *, linger: bool = False
+    ) -> None:
+        """Answer the client with an ERR packet, then close. With linger, the client's
+        socket is half-closed after the ERR and read (and dropped) until the client
+        closes or LINGER_SECONDS pass: for a client still sending what was refused."""
         if self.client is not None and not self.client.is_closing():
             self.client.write(encode_packet(sequence_id, encode_err(code, message, sql_state)))
+            self._linger = linger
         self.close(message)
 
     def leg_lost(self, is_client: bool, exc: Exception | None) -> None:
@@ -298,8 +385,11 @@ class Session:
             self._greeting_timer = None
         for transport in (self.client, self.server):
             if transport is not None and not transport.is_closing():
-                # Data already queued (an ERR for the client) is still flushed.
-                transport.close()
+                if self._linger and transport is self.client:
+                    _close_lingering(transport)
+                else:
+                    # Data already queued (an ERR for the client) is still flushed.
+                    transport.close()
         self.addons.trigger(ConnectionClosed(self.info(), reason))
         self._on_closed(self)
 
@@ -339,6 +429,22 @@ class _ClientLeg(_Leg):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.session.client_connected(cast(asyncio.Transport, transport))
+
+
+def _close_lingering(transport: asyncio.Transport) -> None:
+    """Send FIN after what is queued, read until the peer closes (the session is closed:
+    what arrives is dropped, and EOF closes the transport), abort after LINGER_SECONDS."""
+    if not transport.can_write_eof():
+        transport.close()
+        return
+    transport.write_eof()
+    transport.resume_reading()
+    asyncio.get_running_loop().call_later(LINGER_SECONDS, _abort_unless_closed, transport)
+
+
+def _abort_unless_closed(transport: asyncio.Transport) -> None:
+    if not transport.is_closing():
+        transport.abort()
 
 
 def _set_nodelay(transport: asyncio.Transport) -> None:

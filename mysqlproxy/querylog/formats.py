@@ -10,16 +10,19 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import re
 import time
 from typing import Any
 
 from mysqlproxy.protocol.constants import Command
 from mysqlproxy.protocol.events import QueryEvent
 from mysqlproxy.protocol.messages import ParamValue
-from mysqlproxy.querylog.redact import REDACTED, redact_passwords
+from mysqlproxy.querylog.redact import REDACTED, mentions_password, redact_passwords
 
 FORMATS = ("slowlog", "text", "jsonl")
 PREPARED_MARK = "/* prepared */ "
+# Lines pt-query-digest's SlowLogParser takes as meta data (case-sensitive, as there).
+_SLOWLOG_META_LINE = re.compile(r"use |SET (?:last_insert_id|insert_id|timestamp)")
 
 
 def sql_literal(value: ParamValue) -> str:
@@ -91,7 +94,10 @@ def interpolate(statement: str, params: tuple[ParamValue, ...]) -> str:
             end = n if end < 0 else end + 2
             out.append(statement[pos:end])
             pos = end
-        elif statement.startswith("-- ", pos) or ch == "#":
+        elif ch == "#" or (
+            # MySQL: `--` starts a comment when a blank or control character follows.
+            statement.startswith("--", pos) and pos + 2 < n and statement[pos + 2] <= " "
+        ):
             end = statement.find("\n", pos)
             end = n if end < 0 else end
             out.append(statement[pos:end])
@@ -114,9 +120,11 @@ def loggable_query(event: QueryEvent) -> str:
     if command == Command.COM_QUERY:
         text = event.query
     elif command == Command.COM_STMT_EXECUTE:
-        text = PREPARED_MARK + (
-            interpolate(event.query, event.params) if event.params else event.query
-        )
+        params = event.params
+        if params and mentions_password(event.query):
+            # Any parameter may be the password (INSERT INTO t (login, password) ...).
+            params = tuple(REDACTED for _ in params)
+        text = PREPARED_MARK + (interpolate(event.query, params) if params else event.query)
     elif command == Command.COM_STMT_PREPARE:
         text = "/* prepare */ " + event.query
     else:
@@ -132,9 +140,15 @@ def admin_command_name(command: int) -> str:
 
 def format_slowlog_header(version: str, listen: str) -> str:
     """The server-style preamble (pt-query-digest skips it)."""
+    # pt-query-digest skips "Tcp port:" only with a number after it; any other text
+    # there would become the first entry's query.
+    addresses = [a.strip() for a in listen.split(",") if a.strip()]
+    sockets = [a.removeprefix("unix:") for a in addresses if a.startswith("unix:")]
+    ports = [a.rpartition(":")[2] for a in addresses if not a.startswith("unix:")]
+    ports = [p for p in ports if p.isdigit()] or ["0"]
     return (
         f"mysqlproxy, Version: {version}. started with:\n"
-        f"Tcp port: {listen}  Unix socket: \n"
+        f"Tcp port: {' '.join(ports)}  Unix socket: {' '.join(sockets)}\n"
         "Time                 Id Command    Argument\n"
     )
 
@@ -153,7 +167,13 @@ def format_slowlog(event: QueryEvent, current_schema: str | None) -> str:
     # A line starting with '#' would read as a new entry's header.
     if not query.startswith("# administrator command:"):
         query = "\n".join(" " + ln if ln.startswith("#") else ln for ln in query.split("\n"))
-    if not query.rstrip().endswith(";"):
+        # A first line like mysqld's own `use db;` or `SET timestamp=N;` would be read
+        # as this entry's meta data, leaving it without a query.
+        if _SLOWLOG_META_LINE.match(query):
+            query = " " + query
+    # Trailing blanks after the ';' would hide the ";\n#" that separates entries.
+    query = query.rstrip()
+    if not query.endswith(";"):
         query += ";"
     lines = [
         f"# Time: {started.strftime('%Y-%m-%dT%H:%M:%S.%f')}Z",
@@ -207,7 +227,7 @@ def event_dict(event: QueryEvent) -> dict[str, Any]:
     is what the text and slow log formats write (parameters interpolated)."""
     logged = loggable_query(event)
     params = None if event.params is None else [_json_value(p) for p in event.params]
-    if params and REDACTED in logged:
+    if params and (REDACTED in logged or mentions_password(event.query)):
         # A parameter may be the password itself (CREATE USER ? IDENTIFIED BY ?).
         params = [REDACTED] * len(params)
     return {

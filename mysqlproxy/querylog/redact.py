@@ -27,10 +27,18 @@ _PATTERNS = [
     ),
     # USING PASSWORD('x') / PASSWORD('x') / OLD_PASSWORD('x') anywhere
     re.compile(rf"(\b(?:OLD_)?PASSWORD\s*\(\s*){_LITERAL}(\s*\))", re.I | re.S),
-    # SET PASSWORD [FOR user] = 'x'
-    re.compile(rf"(\bSET\s+PASSWORD\b[^=]*=\s*){_LITERAL}", re.I | re.S),
+    # SET PASSWORD [FOR user] = 'x' (a quoted user name may hold an '='). The loop is
+    # possessive (a run of quotes splits into strings in exponentially many ways) and
+    # bounded (a user name is short; unbounded, many SET PASSWORD without '=' in one
+    # statement cost quadratic time on the event loop).
+    re.compile(
+        rf"(\bSET\s+PASSWORD\b(?:{_STRING}|`[^`]*`|[^='\"`]){{0,512}}+=\s*){_LITERAL}",
+        re.I | re.S,
+    ),
     # MASTER_PASSWORD = 'x', SOURCE_PASSWORD='x', PASSWORD='x' (START SLAVE ... PASSWORD)
     re.compile(rf"(\b(?:MASTER_|SOURCE_)?PASSWORD\s*=\s*){_LITERAL}", re.I | re.S),
+    # MySQL 8: ... IDENTIFIED BY 'new' REPLACE 'current' (after the patterns above)
+    re.compile(rf"({re.escape(REDACTED)}\s+REPLACE\s+){_LITERAL}", re.I | re.S),
 ]
 
 # Cheap pre-check: most queries mention none of these words.

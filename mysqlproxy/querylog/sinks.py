@@ -82,8 +82,14 @@ class FileSink(Sink):
     def open(self) -> bool:
         # errors="surrogateescape" keeps odd bytes writable; queries are already
         # backslash-escaped where they were not UTF-8.
-        self._file = open(self.path, "a", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
-        return self._file.tell() == 0
+        # O_NONBLOCK: a named pipe nobody reads would block open() (and the event loop
+        # that opens the sink) forever; it fails with ENXIO instead. Writes block again:
+        # they happen on the writer thread.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+        os.set_blocking(fd, True)
+        self._file = open(fd, "a", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+        # A pipe (a FIFO, /dev/stderr in a container) has no size: a fresh stream.
+        return not self._file.seekable() or self._file.tell() == 0
 
     def write(self, text: str) -> None:
         if self._file is None:
@@ -102,7 +108,12 @@ class FileSink(Sink):
                 self._file = None
 
     def should_rotate(self) -> bool:
-        return bool(self.max_size) and self._file is not None and self._file.tell() >= self.max_size
+        return (
+            bool(self.max_size)
+            and self._file is not None
+            and self._file.seekable()  # a pipe has no size to rotate at
+            and self._file.tell() >= self.max_size
+        )
 
     def rotate(self) -> None:
         self.close()
@@ -249,6 +260,9 @@ class SinkWriter:
                     self._write_raw(self.formatter.start_file())
             except OSError as exc:
                 self._fail(exc)
+        # Events in the sink's buffer count as written only once a flush (or the close
+        # in a rotation) succeeded: a failed flush loses them all (ENOSPC).
+        unflushed = 0
         for item in batch:
             if item is _STOP:
                 stop = True
@@ -257,21 +271,26 @@ class SinkWriter:
                 self.dropped += 1
                 continue
             assert isinstance(item, QueryEvent)
+            unflushed += 1
             try:
                 self.sink.write(self.formatter(item))
-                self.written += 1
                 if self.sink.should_rotate():
                     self.sink.rotate()
+                    self.written += unflushed
+                    unflushed = 0
                     if self.sink.open():
                         self._write_raw(self.formatter.start_file())
             except OSError as exc:
                 self._fail(exc)
-                self.dropped += 1
+                self.dropped += unflushed
+                unflushed = 0
         if self.error is None:
             try:
                 self.sink.flush()
+                self.written += unflushed
             except OSError as exc:
                 self._fail(exc)
+                self.dropped += unflushed
         return stop
 
     def _write_raw(self, text: str) -> None:

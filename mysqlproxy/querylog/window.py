@@ -151,8 +151,11 @@ class QueryLog:
         previous = self.windows.pop(spec.target, None)
         writer: SinkWriter | None = None
         if not spec.ring_only:
-            if previous is not None and previous.writer is not None and _same_output(
-                previous.spec, spec
+            if (
+                previous is not None
+                and previous.writer is not None
+                and previous.writer.healthy  # a failed sink gets a fresh try
+                and _same_output(previous.spec, spec)
             ):
                 writer = previous.writer  # keep writing the same file, no reopen
             else:
@@ -271,6 +274,8 @@ class QueryLog:
         return out[:limit]
 
     def remaining(self, window: LogWindow) -> float:
+        if window.ended is not None:  # closed early: no time left, whatever expires_at says
+            return 0.0
         return max(0.0, window.expires_at - self.clock())
 
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from mysqlproxy.hooks import AddonManager, ConnectionInfo
 from mysqlproxy.protocol.events import QueryEvent
 from mysqlproxy.proxy.backends import Address, Backend
+from mysqlproxy.proxy.limits import Limits
 from mysqlproxy.proxy.server import ProxyServer
 
 
@@ -68,12 +69,16 @@ class ProxyThread:
         connect_timeout: float = 5.0,
         addons: list[object] | None = None,
         use_uvloop: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         self.recorder = EventRecorder()
         manager = AddonManager()
         manager.add(self.recorder, *(addons or []))
         self.server = ProxyServer(
-            [listen or Address("127.0.0.1", 0)], Backend(backend, connect_timeout), manager
+            [listen or Address("127.0.0.1", 0)],
+            Backend(backend, connect_timeout),
+            manager,
+            limits,
         )
         self.use_uvloop = use_uvloop
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -1,8 +1,9 @@
 """A server that gives up on a LOCAL INFILE transfer (a file packet out of order, or over
-its max_allowed_packet) answers with an ERR at once, whatever sequence id it reached,
-then an ERR with sequence id 0 as it hangs up. The ERR is the command's answer: relayed,
-the command failed; nothing more is expected from either side. (Found by the client
-fuzz test: the tracker used to call this malformed and drop the ERR.)"""
+its max_allowed_packet) answers with an ERR at once, whatever sequence id it reached;
+MariaDB then reads commands again, or says why once more (sequence id 0) and hangs up.
+The ERR is the command's answer: relayed, the command failed, the connection back to
+commands. (Found by the client fuzz test: the tracker used to call this malformed and
+drop the ERR.)"""
 
 from __future__ import annotations
 
@@ -41,8 +42,19 @@ def test_err_during_transfer_fails_the_command(sequence_id: int) -> None:
     assert isinstance(event, QueryEvent)
     assert (event.error_code, event.error_message) == (1156, "Got packets out of order")
     assert tracker.idle and tracker.current_command is None
-    with pytest.raises(ProtocolError, match="after the connection ended"):
+    # More file data is no command: refused, as the server refuses it.
+    with pytest.raises(ProtocolError, match="command packet has sequence id 4"):
         tracker.client_data(encode_packet(4, b"c\n"))
+
+
+def test_commands_go_on_after_the_failed_transfer() -> None:
+    tracker = _in_transfer()
+    tracker.server_data(encode_packet(3, pf.err(1153, "Got a packet bigger than", "08S01")))
+    ping = encode_packet(0, pf.com_ping())
+    assert tracker.client_data(ping) == ping
+    tracker.server_data(encode_packet(1, pf.ok()))
+    assert [e.command for e in tracker.events if isinstance(e, QueryEvent)] == [3, 0x0E]
+    assert tracker.idle
 
 
 def test_anything_but_err_during_transfer_is_malformed() -> None:
