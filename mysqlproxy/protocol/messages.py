@@ -483,6 +483,7 @@ ParamValue = (
     | datetime.timedelta
 )
 
+_EXECUTE_HEADER = struct.Struct("<IBI")
 _FLOAT = struct.Struct("<f")
 _DOUBLE = struct.Struct("<d")
 _INT_SIZES = {
@@ -531,19 +532,20 @@ def parse_execute(
 
     https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_com_stmt_execute.html
     """
-    statement_id, pos = wire.read_uint(payload, 1, 4)
-    flags, pos = wire.read_uint(payload, pos, 1)
-    _, pos = wire.read_uint(payload, pos, 4)  # iteration count, always 1
+    if len(payload) < 10:
+        raise TruncatedPacket("COM_STMT_EXECUTE shorter than its fixed header")
+    # statement id, flags, iteration count (always 1)
+    statement_id, flags, _ = _EXECUTE_HEADER.unpack_from(payload, 1)
+    pos = 10
     if not num_params:
         return ExecuteRequest(statement_id, flags, (), ())
     null_bitmap, pos = wire.read_fixed_bytes(payload, pos, (num_params + 7) // 8)
     new_params_bound, pos = wire.read_uint(payload, pos, 1)
     if new_params_bound:
-        types = []
-        for _ in range(num_params):
-            type_and_flag, pos = wire.read_uint(payload, pos, 2)
-            types.append(type_and_flag)
-        param_types = tuple(types)
+        if pos + 2 * num_params > len(payload):
+            raise TruncatedPacket("COM_STMT_EXECUTE ends inside its parameter types")
+        param_types = struct.unpack_from(f"<{num_params}H", payload, pos)
+        pos += 2 * num_params
     elif previous_types is not None and len(previous_types) == num_params:
         param_types = previous_types
     else:

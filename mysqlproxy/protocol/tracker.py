@@ -48,6 +48,7 @@ ProtocolError: the connection is closed rather than relayed out of step.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 import time
@@ -66,7 +67,12 @@ from mysqlproxy.protocol.constants import (
     Command,
     ServerStatus,
 )
-from mysqlproxy.protocol.errors import PacketTooLarge, ProtocolError, UnsupportedFeature
+from mysqlproxy.protocol.errors import (
+    PacketTooLarge,
+    ProtocolError,
+    TruncatedPacket,
+    UnsupportedFeature,
+)
 from mysqlproxy.protocol.events import (
     Authenticated,
     AuthenticationFailed,
@@ -130,7 +136,7 @@ _NO_RESPONSE = frozenset(
 )
 _COLUMN_DEFINITION_FIRST_BYTE = 0x03  # every column definition starts with lenenc "def"
 _EOF_MAX_PAYLOAD = 9  # a 0xFE packet shorter than this is EOF, not a length prefix
-_INDEX_FLAGS = (
+_INDEX_FLAGS = int(
     ServerStatus.SERVER_QUERY_NO_INDEX_USED | ServerStatus.SERVER_QUERY_NO_GOOD_INDEX_USED
 )
 _MORE_RESULTS = int(ServerStatus.SERVER_MORE_RESULTS_EXISTS)
@@ -159,6 +165,55 @@ _DROP_SCHEMA = re.compile(
 # Stored program bodies hold `;` too: from such a statement on, the split means nothing.
 _COMPOUND_STATEMENT = re.compile(rb"\s*(?:create|begin\s+not\s+atomic)\b", re.I)
 _HEADER = struct.Struct("<I")
+
+# Plain ints for the per-packet code: IntEnum/IntFlag operations cost ~30x an int's.
+_COM_QUERY = int(Command.COM_QUERY)
+_COM_STMT_EXECUTE = int(Command.COM_STMT_EXECUTE)
+_COM_INIT_DB = int(Command.COM_INIT_DB)
+_COM_RESET_CONNECTION = int(Command.COM_RESET_CONNECTION)
+_COM_CHANGE_USER = int(Command.COM_CHANGE_USER)
+_STATEMENT_COMMANDS = frozenset(
+    int(c)
+    for c in (
+        Command.COM_STMT_EXECUTE,
+        Command.COM_STMT_SEND_LONG_DATA,
+        Command.COM_STMT_FETCH,
+        Command.COM_STMT_CLOSE,
+        Command.COM_STMT_RESET,
+    )
+)
+_DEPRECATE_EOF = int(Capability.CLIENT_DEPRECATE_EOF)
+_SESSION_STATE_CHANGED = int(ServerStatus.SERVER_SESSION_STATE_CHANGED)
+_STATUS_FLAGS: dict[int, ServerStatus] = {}  # ServerStatus values by int, built lazily
+
+
+def _status_flags(value: int) -> ServerStatus:
+    flags = _STATUS_FLAGS.get(value)
+    if flags is None:
+        flags = _STATUS_FLAGS[value] = ServerStatus(value)
+    return flags
+
+
+_QUERY_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(QueryEvent))
+_QUERY_EVENT_SETTERS = tuple(QueryEvent.__dict__[name].__set__ for name in _QUERY_EVENT_FIELDS)
+
+
+def _new_query_event(values: tuple[object, ...]) -> QueryEvent:
+    """QueryEvent(*values) at half the cost: a frozen dataclass's __init__ goes through
+    object.__setattr__ for each of its 25 fields, once per command; the slots'
+    descriptors are set directly here. Same object, same immutability afterwards."""
+    event = object.__new__(QueryEvent)
+    for setter, value in zip(_QUERY_EVENT_SETTERS, values, strict=True):
+        setter(event, value)
+    return event
+
+
+def _lenenc_at(buf: bytes, pos: int) -> tuple[int, int]:
+    """A length-encoded integer (the common one-byte case inline)."""
+    first = buf[pos]
+    if first < 0xFB:
+        return first, pos + 1
+    return wire.read_lenenc_int(buf, pos)
 
 
 def _identifier(match: re.Match[bytes]) -> str:
@@ -402,6 +457,7 @@ class ConnectionTracker:
         self.greeting: messages.Greeting | None = None
         self.server_capabilities = Capability(0)  # as offered to the client (masked)
         self.capabilities = Capability(0)  # negotiated
+        self._deprecate_eof = False  # CLIENT_DEPRECATE_EOF negotiated (read per result)
         self.user = ""
         self.schema: str | None = None
         self.thread_id = 0
@@ -471,10 +527,27 @@ class ConnectionTracker:
 
     def client_data(self, data: bytes) -> bytes:
         """Bytes from the client. Returns the bytes to send to the server."""
-        if self.client_phase == C_HANDSHAKE:
+        phase = self.client_phase
+        if phase == C_HANDSHAKE:
             return self._client_handshake_data(data)
-        pos, n = 0, len(data)
-        feed = self._client.feed
+        n = len(data)
+        framer = self._client
+        if (
+            phase == C_COMMAND
+            and n >= 5
+            and not (framer.skip or framer.partial or framer.in_packet)
+            and (data[0] | data[1] << 8 | data[2] << 16) + 4 == n
+            and n - 4 < MAX_PACKET_PAYLOAD
+            and (not framer.max_payload or n - 4 <= framer.max_payload)
+        ):
+            # The common case: the chunk is exactly one command packet.
+            if data[3] != 0:
+                raise ProtocolError(f"command packet has sequence id {data[3]}, expected 0")
+            payload = data[4 : 4 + MAX_CAPTURED_COMMAND]
+            self._start_command(payload, n - 4, 0, n)
+            return data
+        pos = 0
+        feed = framer.feed
         try:
             while pos < n:
                 pos = feed(data, pos, n)
@@ -500,8 +573,9 @@ class ConnectionTracker:
         on_packet = self._server_packet
         try:
             while pos < n:
-                if framer.at_boundary:
-                    if self.server_phase == S_ROWS:
+                if not (framer.skip or framer.partial or framer.in_packet):
+                    phase = self.server_phase
+                    if phase == S_ROWS:
                         pos = self._scan_rows(data, pos, n)
                         if pos >= n:
                             break
@@ -511,6 +585,17 @@ class ConnectionTracker:
                         end = pos + 4 + length
                         if end <= n and length < MAX_PACKET_PAYLOAD:
                             first = data[pos + 4] if length else -1
+                            if (
+                                phase == S_COLUMNS
+                                and first == _COLUMN_DEFINITION_FIRST_BYTE
+                                and data[pos + 3] == self._server_seq
+                                and self._columns_left > 1
+                            ):
+                                # A column definition, not the last: skipped unread.
+                                self._server_seq = (self._server_seq + 1) & 0xFF
+                                self._columns_left -= 1
+                                pos = end
+                                continue
                             limit = capture(length, first)
                             kept = data[pos + 4 : pos + 4 + limit] if limit else b""
                             on_packet(data[pos + 3], length, kept, first, end)
@@ -633,11 +718,15 @@ class ConnectionTracker:
             self._column_definition(first)
             self._columns_left -= 1
             if not self._columns_left:
-                deprecate = self.capabilities & Capability.CLIENT_DEPRECATE_EOF
-                self.server_phase = S_ROWS if deprecate else S_COLUMNS_EOF
+                self.server_phase = S_ROWS if self._deprecate_eof else S_COLUMNS_EOF
         elif phase == S_COLUMNS_EOF:
-            eof = self._expect_eof(payload)
-            if cmd.code == Command.COM_STMT_EXECUTE and eof.status & _CURSOR_EXISTS:
+            self._expect_eof(payload)
+            # A cursor opened: no rows follow (they come with COM_STMT_FETCH).
+            if (
+                cmd.code == _COM_STMT_EXECUTE
+                and len(payload) == 5
+                and payload[3] & _CURSOR_EXISTS
+            ):
                 self._result_end(cmd, payload)
             else:
                 self.server_phase = S_ROWS
@@ -647,7 +736,7 @@ class ConnectionTracker:
             self._column_definition(first)
             self._params_left -= 1
             if not self._params_left:
-                if self.capabilities & Capability.CLIENT_DEPRECATE_EOF:
+                if self._deprecate_eof:
                     self._after_prepare_params(cmd)
                 else:
                     self.server_phase = S_PARAMS_EOF
@@ -658,7 +747,7 @@ class ConnectionTracker:
             self._column_definition(first)
             self._columns_left -= 1
             if not self._columns_left:
-                if self.capabilities & Capability.CLIENT_DEPRECATE_EOF:
+                if self._deprecate_eof:
                     self._complete(cmd)
                 else:
                     self.server_phase = S_PREP_COLUMNS_EOF
@@ -694,10 +783,9 @@ class ConnectionTracker:
                 f"(phase {self.phase_name})"
             )
 
-    def _expect_eof(self, payload: bytes) -> messages.EofPacket:
+    def _expect_eof(self, payload: bytes) -> None:
         if not payload or payload[0] != 0xFE or len(payload) >= _EOF_MAX_PAYLOAD:
             raise ProtocolError(f"expected an EOF packet (phase {self.phase_name})")
-        return messages.parse_eof(payload)
 
     def _result_start(self, cmd: _Command, payload: bytes, first: int) -> None:
         if first == OK_HEADER:
@@ -719,20 +807,30 @@ class ConnectionTracker:
             self.server_phase = S_COLUMNS
 
     def _apply_terminator(self, cmd: _Command, payload: bytes) -> int:
-        """An OK, or EOF, or OK with 0xFE header: record it; returns the status."""
-        if self.capabilities & Capability.CLIENT_DEPRECATE_EOF or payload[0] == OK_HEADER:
-            ok = messages.parse_ok(payload, self.capabilities)
-            cmd.rows_affected += ok.affected_rows
-            if ok.last_insert_id:
-                cmd.insert_id = ok.last_insert_id
-            cmd.warnings += ok.warnings
-            status = int(ok.status)
-            if ok.schema is not None:
-                cmd.new_schema = ok.schema
+        """An OK, or EOF, or OK with 0xFE header: record it; returns the status. Read
+        with int operations (this runs for every command); messages.parse_ok is used
+        only when session state (maybe a new schema) is attached."""
+        if self._deprecate_eof or payload[0] == OK_HEADER:
+            try:
+                affected, pos = _lenenc_at(payload, 1)
+                insert_id, pos = _lenenc_at(payload, pos)
+                status = payload[pos] | payload[pos + 1] << 8
+                warnings = payload[pos + 2] | payload[pos + 3] << 8
+            except IndexError:
+                raise TruncatedPacket("OK packet ends early") from None
+            cmd.rows_affected += affected
+            if insert_id:
+                cmd.insert_id = insert_id
+            cmd.warnings += warnings
+            if status & _SESSION_STATE_CHANGED:
+                ok = messages.parse_ok(payload, self.capabilities)
+                if ok.schema is not None:
+                    cmd.new_schema = ok.schema
+        elif len(payload) >= 5:
+            cmd.warnings += payload[1] | payload[2] << 8
+            status = payload[3] | payload[4] << 8
         else:
-            eof = messages.parse_eof(payload)
-            cmd.warnings += eof.warnings
-            status = int(eof.status)
+            status = 0  # a pre-4.1 server's bare EOF
         cmd.status = status
         cmd.index_flags |= status & _INDEX_FLAGS
         return status
@@ -747,10 +845,7 @@ class ConnectionTracker:
     def _simple_response(self, cmd: _Command, payload: bytes, first: int) -> None:
         if first == OK_HEADER or (
             first == 0xFE
-            and (
-                self.capabilities & Capability.CLIENT_DEPRECATE_EOF
-                or len(payload) < _EOF_MAX_PAYLOAD
-            )
+            and (self._deprecate_eof or len(payload) < _EOF_MAX_PAYLOAD)
         ):
             # Under CLIENT_DEPRECATE_EOF the 0xFE answer (COM_SET_OPTION, COM_DEBUG) is an
             # OK packet: its own layout, and longer than an EOF when it has session state.
@@ -844,6 +939,7 @@ class ConnectionTracker:
             )
         rewritten = messages.mask_handshake_response(payload, self.masked_capabilities)
         self.capabilities = Capability(int(response.capabilities) & int(self.server_capabilities))
+        self._deprecate_eof = bool(int(self.capabilities) & _DEPRECATE_EOF)
         self.user = response.username
         self.schema = response.database
         self.client_phase = C_AUTH
@@ -969,15 +1065,9 @@ class ConnectionTracker:
             user=self.user,
             bytes_received=wire_bytes,
         )
-        if code in (
-            Command.COM_STMT_EXECUTE,
-            Command.COM_STMT_SEND_LONG_DATA,
-            Command.COM_STMT_FETCH,  # bound only for its event's statement text
-            Command.COM_STMT_CLOSE,
-            Command.COM_STMT_RESET,
-        ):
+        if code in _STATEMENT_COMMANDS:  # FETCH, CLOSE, RESET: for the statement text
             self._bind_statement(cmd)
-        elif code == Command.COM_CHANGE_USER:
+        elif code == _COM_CHANGE_USER:
             try:
                 cmd.change_user = messages.parse_change_user(payload, self.capabilities)
             except ProtocolError:
@@ -1050,7 +1140,7 @@ class ConnectionTracker:
             self._apply_session_effects(cmd)
         if self.emit_query_events:
             self.events.append(self._event(cmd, now))
-        if cmd.code == Command.COM_STMT_EXECUTE and cmd.statement is not None:
+        if cmd.code == _COM_STMT_EXECUTE and cmd.statement is not None:
             # The server forgets long data once a statement executes (after the event
             # above, which shows it as the parameter's value).
             cmd.statement.long_data.clear()
@@ -1063,16 +1153,16 @@ class ConnectionTracker:
 
     def _apply_session_effects(self, cmd: _Command) -> None:
         code = cmd.code
-        if code == Command.COM_INIT_DB:
+        if code == _COM_INIT_DB:
             self.schema = cmd.payload[1:].decode("utf-8", "replace")
-        elif code == Command.COM_QUERY:
+        elif code == _COM_QUERY:
             if (
                 cmd.new_schema is None
                 and len(cmd.payload) <= MAX_SCHEMA_SCAN
                 and _SCHEMA_WORDS.search(cmd.payload, 1)
             ):
                 self.schema = schema_after(cmd.payload[1:], self.schema)
-        elif code == Command.COM_RESET_CONNECTION:
+        elif code == _COM_RESET_CONNECTION:
             self.statements.clear()
         if cmd.new_schema is not None:
             self.schema = cmd.new_schema or None
@@ -1122,44 +1212,39 @@ class ConnectionTracker:
         text, truncated = self._command_text(cmd)
         first = cmd.first_byte_ns or now
         statement_id = None
-        if (
-            cmd.code
-            in (
-                Command.COM_STMT_EXECUTE,
-                Command.COM_STMT_FETCH,
-                Command.COM_STMT_CLOSE,
-                Command.COM_STMT_RESET,
-                Command.COM_STMT_SEND_LONG_DATA,
-            )
-            and len(cmd.payload) >= 5
-        ):
+        if cmd.code in _STATEMENT_COMMANDS and len(cmd.payload) >= 5:
             statement_id = messages.statement_id_of(cmd.payload)
         elif cmd.code == Command.COM_STMT_PREPARE and not cmd.error_code:
             statement_id = self._prepared_statement_id
-        return QueryEvent(
-            started_at=cmd.started_at,
-            connection_id=self.connection_id,
-            thread_id=self.thread_id,
-            client_address=self.client_address,
-            backend_address=self.backend_address,
-            user=cmd.user,
-            schema=cmd.schema,
-            command=cmd.code,
-            query=text,
-            statement_id=statement_id,
-            params=self._params(cmd),
-            first_byte_us=max(0, (first - cmd.started_ns) // 1000),
-            duration_us=max(0, (now - cmd.started_ns) // 1000),
-            rows_sent=cmd.rows_sent,
-            rows_affected=cmd.rows_affected,
-            insert_id=cmd.insert_id,
-            warnings=cmd.warnings,
-            error_code=cmd.error_code,
-            error_message=cmd.error_message,
-            sql_state=cmd.sql_state,
-            bytes_received=cmd.bytes_received,
-            bytes_sent=cmd.bytes_sent,
-            status=ServerStatus(cmd.status | cmd.index_flags),
-            result_sets=cmd.result_sets,
-            truncated=truncated,
+        first_byte_us = (first - cmd.started_ns) // 1000
+        duration_us = (now - cmd.started_ns) // 1000
+        # Positional, in QueryEvent's field order, through the fast constructor.
+        return _new_query_event(
+            (
+                cmd.started_at,
+                self.connection_id,
+                self.thread_id,
+                self.client_address,
+                self.backend_address,
+                cmd.user,
+                cmd.schema,
+                cmd.code,
+                text,
+                statement_id,
+                self._params(cmd),
+                first_byte_us if first_byte_us > 0 else 0,
+                duration_us if duration_us > 0 else 0,
+                cmd.rows_sent,
+                cmd.rows_affected,
+                cmd.insert_id,
+                cmd.warnings,
+                cmd.error_code,
+                cmd.error_message,
+                cmd.sql_state,
+                cmd.bytes_received,
+                cmd.bytes_sent,
+                _status_flags(cmd.status | cmd.index_flags),
+                cmd.result_sets,
+                truncated,
+            )
         )

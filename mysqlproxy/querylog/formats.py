@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import json
 import re
 import time
@@ -69,7 +70,40 @@ def _format_timedelta(value: datetime.timedelta) -> str:
 def interpolate(statement: str, params: tuple[ParamValue, ...]) -> str:
     """The statement with each ? placeholder (outside quotes and comments) replaced by
     its parameter's literal."""
-    out: list[str] = []
+    pieces = _placeholder_split(statement)
+    if len(pieces) - 1 > len(params):  # fewer parameters than placeholders
+        return _interpolate_slowly(statement, params)
+    out = [pieces[0]]
+    for index, piece in enumerate(pieces[1:]):
+        out.append(sql_literal(params[index]))
+        out.append(piece)
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=2048)
+def _placeholder_split(statement: str) -> tuple[str, ...]:
+    """The statement cut at its placeholders. Cached: a prepared statement's text is
+    executed over and over, and scanning it is most of the cost of interpolating."""
+    pieces: list[str] = []
+    current: list[str] = []
+    for part in _scan(statement, None):
+        if part is None:
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(part)
+    pieces.append("".join(current))
+    return tuple(pieces)
+
+
+def _interpolate_slowly(statement: str, params: tuple[ParamValue, ...]) -> str:
+    return "".join(p for p in _scan(statement, params) if p is not None)
+
+
+def _scan(statement: str, params: tuple[ParamValue, ...] | None) -> list[str | None]:
+    """The statement in parts; each placeholder becomes its parameter's literal, or
+    None when `params` is None."""
+    out: list[str | None] = []
     index = 0
     pos = 0
     n = len(statement)
@@ -102,14 +136,17 @@ def interpolate(statement: str, params: tuple[ParamValue, ...]) -> str:
             end = n if end < 0 else end
             out.append(statement[pos:end])
             pos = end
-        elif ch == "?" and index < len(params):
+        elif ch == "?" and params is None:
+            out.append(None)
+            pos += 1
+        elif ch == "?" and params is not None and index < len(params):
             out.append(sql_literal(params[index]))
             index += 1
             pos += 1
         else:
             out.append(ch)
             pos += 1
-    return "".join(out)
+    return out
 
 
 def loggable_query(event: QueryEvent) -> str:
@@ -153,10 +190,15 @@ def format_slowlog_header(version: str, listen: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(seconds: int) -> str:
+    """ISO date and time of a second (consecutive entries share it: cached)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def format_slowlog(event: QueryEvent, current_schema: str | None) -> str:
     """One slow log entry. A `use db;` line is written when the schema differs from
     the one the previous entry left current."""
-    started = datetime.datetime.fromtimestamp(event.started_at, tz=datetime.UTC)
     host, _, _ = event.client_address.rpartition(":")
     host = host.strip("[]") or event.client_address
     if event.command in (Command.COM_QUERY, Command.COM_STMT_EXECUTE, Command.COM_STMT_PREPARE):
@@ -176,7 +218,7 @@ def format_slowlog(event: QueryEvent, current_schema: str | None) -> str:
     if not query.endswith(";"):
         query += ";"
     lines = [
-        f"# Time: {started.strftime('%Y-%m-%dT%H:%M:%S.%f')}Z",
+        f"# Time: {_utc_second(int(event.started_at))}.{int(event.started_at % 1 * 1e6):06d}Z",
         f"# User@Host: {event.user}[{event.user}] @  [{host}]  Id: {event.thread_id}",
     ]
     if event.schema:

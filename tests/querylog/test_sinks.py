@@ -333,7 +333,7 @@ def test_a_full_queue_drops_and_counts_without_blocking() -> None:
     assert sink.flushes >= 1 and sink.closed
 
 
-def test_close_with_a_full_queue_returns_at_once_and_drops_the_oldest() -> None:
+def test_close_with_a_full_queue_returns_at_once_and_loses_nothing_queued() -> None:
     sink = StalledSink()
     writer = SinkWriter(sink, Formatter("text"), queue_size=2)
     writer.start()
@@ -343,11 +343,11 @@ def test_close_with_a_full_queue_returns_at_once_and_drops_the_oldest() -> None:
         writer.put(event(1))
         writer.put(event(2))
         started = time.monotonic()
-        writer.close()  # the stop marker needs a slot: the oldest pending event goes
+        writer.close()  # a flag, not a queue entry: the full queue is written out
         assert time.monotonic() - started < 0.5
         assert not writer.closed.is_set()
     finally:
         sink.release.set()
     assert writer.wait_closed(5)
-    assert [ln.split(" -- ")[1] for ln in sink.lines] == ["SELECT 0", "SELECT 2"]
-    assert (writer.written, writer.dropped) == (2, 1)
+    assert [ln.split(" -- ")[1] for ln in sink.lines] == ["SELECT 0", "SELECT 1", "SELECT 2"]
+    assert (writer.written, writer.dropped) == (3, 0)
