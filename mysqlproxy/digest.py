@@ -5,9 +5,12 @@ The fingerprint follows the behaviour of percona-toolkit's QueryRewriter::finger
 as documented (../shared/reference/slowlog-and-digests.md), written anew here: comments
 go, literals become ?, whitespace collapses, text is lower-cased, IN()/VALUES() lists
 collapse, LIMIT and ORDER BY ... ASC are normalised. Where the reference and Debian's
-pt-query-digest (3.x) disagree, the tool wins: it leaves true/false as they are. The
-query id is the upper-case MD5 of the fingerprint, as pt-query-digest prints it, so a
-row here can be matched with its report.
+pt-query-digest (3.2.1) disagree, the tool wins. pt-query-digest turns TRUE and FALSE
+into ? (pt-fingerprint 3.2.1 does not; the query ids follow pt-query-digest). The tool
+works on bytes: only ASCII letters are lower-cased, and word boundaries, blanks and
+word characters are ASCII ones.
+The query id is the upper-case MD5 of the fingerprint, as pt-query-digest prints it, so
+a row here can be matched with its report.
 """
 
 from __future__ import annotations
@@ -15,38 +18,45 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import string
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mysqlproxy.protocol.constants import Command
 from mysqlproxy.protocol.events import QueryEvent
+from mysqlproxy.querylog.formats import admin_command_name
+from mysqlproxy.querylog.redact import redact_passwords
 
 # --- fingerprints --------------------------------------------------------------------
 
 _MYSQLDUMP = re.compile(r"\ASELECT /\*!40001 SQL_NO_CACHE \*/ \* FROM `")
-_TOOLKIT = re.compile(r"/\*\w+\.\w+:[0-9]/[0-9]\*/")
-_CALL = re.compile(r"\A\s*(call\s+\S+)\(", re.I)
+_TOOLKIT = re.compile(r"/\*\w+\.\w+:[0-9]/[0-9]\*/", re.A)
+_CALL = re.compile(r"\A\s*(call\s+\S+)\(", re.I | re.A)
 _MULTI_INSERT = re.compile(
-    r"\A((?:INSERT|REPLACE)(?: IGNORE)?\s+INTO.+?VALUES\s*\(.*?\))\s*,\s*\(", re.I | re.S
+    r"\A((?:INSERT|REPLACE)(?: IGNORE)?\s+INTO.+?VALUES\s*\(.*?\))\s*,\s*\(",
+    re.I | re.S | re.A,
 )
 _ONE_LINE_COMMENT = re.compile(r"(?:--|#)[^'\"\r\n]*(?=[\r\n]|\Z)")
 _MULTI_LINE_COMMENT = re.compile(r"/\*[^!].*?\*/", re.S)
-_USE = re.compile(r"\Ause \S+\Z", re.I)
+# Perl's \Z also matches before a final newline, which the tool then keeps.
+_USE = re.compile(r"\Ause \S+(?=\n?\Z)", re.I | re.A)
 _ESCAPED_QUOTE = re.compile(r"\\[\"']")
 _DOUBLE_QUOTED = re.compile(r'".*?"', re.S)
 _SINGLE_QUOTED = re.compile(r"'.*?'", re.S)
+_BOOLEAN = re.compile(r"\bfalse\b|\btrue\b", re.I | re.A)
 # Deliberately broad, as the original: anything that starts like a number, including
 # digits inside names (t_20240101 -> t_?).
 _NUMBER = re.compile(r"[0-9+-][0-9a-f.xb+-]*")
 _NUMBER_LEFTOVER = re.compile(r"[xb.+-]\?")
 _WHITESPACE = re.compile(r"[ \n\t\r\f]+")
-_NULL = re.compile(r"\bnull\b")
-_LISTS = re.compile(r"\b(in|values?)(?:[\s,]*\([\s?,]*\))+")
-_UNION = re.compile(r"\b(select\s.*?)(?:(\sunion(?:\sall)?)\s\1)+")
-_LIMIT = re.compile(r"\blimit \?(?:, ?\?| offset \?)?")
-_ORDER_BY = re.compile(r"\border by ", re.I)
-_ASC = re.compile(r"(.+?)\s+asc", re.I)
+_NULL = re.compile(r"\bnull\b", re.A)
+_LISTS = re.compile(r"\b(in|values?)(?:[\s,]*\([\s?,]*\))+", re.A)
+_UNION = re.compile(r"\b(select\s.*?)(?:(\sunion(?:\sall)?)\s\1)+", re.A)
+_LIMIT = re.compile(r"\blimit \?(?:, ?\?| offset \?)?", re.A)
+_ORDER_BY = re.compile(r"\border by ", re.I | re.A)
+_ASC = re.compile(r"(.+?)\s+asc", re.I | re.A)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def fingerprint(query: str) -> str:
@@ -59,23 +69,25 @@ def fingerprint(query: str) -> str:
         return query
     call = _CALL.match(query)
     if call:
-        return call.group(1).lower()
+        return call.group(1).translate(_ASCII_LOWER)
     multi = _MULTI_INSERT.match(query)
     if multi:
         query = multi.group(1)
-    query = _ONE_LINE_COMMENT.sub("", query)
     query = _MULTI_LINE_COMMENT.sub("", query)
-    if _USE.match(query):
-        return "use ?"
+    query = _ONE_LINE_COMMENT.sub("", query)
+    use = _USE.match(query)
+    if use:
+        return "use ?" + query[use.end() :]
     query = _ESCAPED_QUOTE.sub("", query)
     query = _DOUBLE_QUOTED.sub("?", query)
     query = _SINGLE_QUOTED.sub("?", query)
+    query = _BOOLEAN.sub("?", query)
     query = _NUMBER.sub("?", query)
     query = _NUMBER_LEFTOVER.sub("?", query)
-    query = query.lstrip()
-    query = query.rstrip("\n")
+    query = query.lstrip(" \t\n\r\f\v")
+    query = query.removesuffix("\n")  # Perl's chomp: one newline
     query = _WHITESPACE.sub(" ", query)
-    query = query.lower()
+    query = query.translate(_ASCII_LOWER)
     query = _NULL.sub("?", query)
     query = _LISTS.sub(r"\1(?+)", query)
     query = _UNION.sub(r"\1 /*repeat\2*/", query)
@@ -108,11 +120,14 @@ def query_id(fingerprint_text: str) -> str:
 
 
 def event_fingerprint(event: QueryEvent) -> str:
-    """The fingerprint of an event's statement (prepared statements by their text)."""
+    """The fingerprint of an event's statement (prepared statements by their text), read
+    as the slow log carries it, so that its id is the one pt-query-digest reports for the
+    proxy's log: without trailing blanks and one trailing ';'. Commands without SQL text
+    are named in the slow log's words ("administrator command: Init DB")."""
     if event.command in (Command.COM_QUERY, Command.COM_STMT_EXECUTE):
-        return fingerprint(event.query)
-    name = Command.name_of(event.command).removeprefix("COM_").replace("_", " ").lower()
-    return f"administrator command: {name}"
+        text = event.query.rstrip()
+        return fingerprint(text[:-1] if text.endswith(";") else text)
+    return f"administrator command: {admin_command_name(event.command)}"
 
 
 # --- histogram -----------------------------------------------------------------------
@@ -278,7 +293,9 @@ class DigestTable:
                 fp = OTHER_FINGERPRINT
                 digest = self.digests.get(fp)
             if digest is None:
-                digest = _Digest(fp, text[:2000], event.schema or "", now, now)
+                # the example is shown by the admin interface and the viewer: no passwords
+                example = redact_passwords(text)[:2000]
+                digest = _Digest(fp, example, event.schema or "", now, now)
                 self.digests[fp] = digest
         digest.last_seen = now
         index = self._slice(now)

@@ -542,6 +542,15 @@ def run_viewer(admin: Address, password: str, threshold_us: int, db: PrivateMari
     return received[0] if received else None
 
 
+def mysqlproxy_command() -> str:
+    """How to run `mysqlproxy` from here: the venv's, when it is not on PATH."""
+    script = Path(sys.executable).parent / "mysqlproxy"
+    if script.exists() and shutil.which("mysqlproxy") != str(script):
+        with contextlib.suppress(ValueError):
+            return os.path.relpath(script)
+    return "mysqlproxy"
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -606,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
                             say(f"running the workload for {args.duration:g}s (Ctrl-C "
                                 "stops it); meanwhile, in another terminal:")
                             say(f"    mariadb -h127.0.0.1 -P{proxy.port} -uroot --skip-ssl demo")
-                            say(f"    {PASSWORD_ENV}={password} mysqlproxy top "
+                            say(f"    {PASSWORD_ENV}={password} {mysqlproxy_command()} top "
                                 f"--admin {admin_address}")
                             OUT.print()
                             workload.start(stagger=0.2)
