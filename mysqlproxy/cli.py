@@ -274,13 +274,12 @@ def run(
 
 
 async def _serve(config: Any, admin_explicit: bool) -> None:
-    from mysqlproxy.proxy.app import ProxyApp
-    from mysqlproxy.proxy.server import ListenError
+    from mysqlproxy.proxy.app import AdminListenError, ProxyApp
 
     app = ProxyApp(config)
     try:
         await app.start()
-    except ListenError:
+    except AdminListenError:  # not another listener (--metrics): those stop the proxy
         if admin_explicit or config.admin is None:
             raise
         # The default admin port is taken (another proxy on this host): run without it.

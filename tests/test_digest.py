@@ -326,7 +326,8 @@ def test_random_token_soup_matches_pt_query_digest() -> None:
         words = [rng.choice(_FUZZ_TOKENS) for _ in range(rng.randint(1, 20))]
         queries.append("".join(w if w.isspace() else w + rng.choice(["", " "]) for w in words))
     # and characters one by one, with blanks and letters that are not ASCII
-    chars = list("abfxAFX019 _.,;+-*/#'\"`\\()!?=\n\t\r\f\v") + list("éÄ\xa0\u2003ſK\x85İ")
+    chars = list("abfxAFX019 _.,;+-*/#'\"`\\()!?=\n\t\r\f\v")
+    chars += list("éÄ\xa0\u2003\u017f\u212a\x85İ")
     for _ in range(1000):
         queries.append("".join(
             rng.choice(_FUZZ_TOKENS) if rng.random() < 0.3 else rng.choice(chars)
@@ -467,7 +468,7 @@ def test_histogram_percentiles_are_within_two_percent(name: str) -> None:
 
 
 def test_histogram_error_bound_is_within_the_issue_budget() -> None:
-    assert RELATIVE_ERROR == pytest.approx((GAMMA - 1) / (GAMMA + 1))
+    assert math.isclose(RELATIVE_ERROR, (GAMMA - 1) / (GAMMA + 1))
     assert RELATIVE_ERROR <= 0.02
 
 
@@ -590,7 +591,7 @@ def test_counts_totals_mean_max_rows_and_errors_per_class() -> None:
     assert update.rows_per_call == pytest.approx(1.0)
     assert update.schema == "crm"  # the first example's
     # the busiest class first by default (total time)
-    assert [r.fingerprint for r in table.rows()][0] == update.fingerprint
+    assert table.rows()[0].fingerprint == update.fingerprint
 
 
 def test_percentiles_of_a_class_are_within_two_percent() -> None:

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 EXPIRY_INTERVAL = 0.25
 
 
+class AdminListenError(ListenError):
+    """The admin address could not be bound (`run` may go on without it)."""
+
+
 @dataclass
 class ProxyConfig:
     """Everything `mysqlproxy run` was asked for."""
@@ -106,7 +110,7 @@ class ProxyApp:
                 await self.admin.start()
             except OSError as exc:
                 await self.server.shutdown(0)
-                raise ListenError(
+                raise AdminListenError(
                     f"cannot listen on {self.admin.address} (admin): {exc.strerror or exc}"
                 ) from exc
         if self.config.metrics is not None:
