@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT))
 
 import pymysql  # noqa: E402
 
-from mysqlproxy.proxy.backends import Address  # noqa: E402
 from mysqlproxy.testing.privatedb import PrivateMariaDB, find_program, free_port  # noqa: E402
 from mysqlproxy.testing.proxyprocess import ProxyProcess  # noqa: E402
 
