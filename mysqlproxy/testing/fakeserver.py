@@ -47,7 +47,6 @@ import itertools
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +65,7 @@ from mysqlproxy.protocol.messages import (
 )
 from mysqlproxy.protocol.packets import PacketBuffer, encode_packet
 from mysqlproxy.proxy.backends import Address
+from mysqlproxy.testing.loopthread import running_on_loop_thread
 
 # What a MySQL 8.0 server offers, without TLS and compression (the proxy masks those
 # anyway; leaving them out keeps the fake server honest about what it can do).
@@ -500,34 +500,5 @@ def running_fake_server(script: Script | None = None, **kwargs: Any) -> Iterator
     """A FakeServer on its own event loop thread (keyword arguments as FakeServer's);
     `.address` is where it listens."""
     server = FakeServer(script, **kwargs)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    failure: list[BaseException] = []
-    stop = asyncio.Event()
-
-    async def main() -> None:
-        try:
-            await server.start()
-        except BaseException as exc:
-            failure.append(exc)
-            started.set()
-            return
-        started.set()
-        await stop.wait()
-        await server.close()
-
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(main(),), name="fake-mysql", daemon=True
-    )
-    thread.start()
-    started.wait(10)
-    if failure:
-        thread.join(5)
-        loop.close()
-        raise failure[0]
-    try:
-        yield server
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        loop.close()
+    with running_on_loop_thread(server, "fake-mysql") as running:
+        yield running

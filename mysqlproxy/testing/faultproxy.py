@@ -37,13 +37,13 @@ import contextlib
 import enum
 import socket
 import struct
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
 from mysqlproxy.proxy.backends import Address
+from mysqlproxy.testing.loopthread import running_on_loop_thread
 
 T = TypeVar("T")
 _HIGH_WATER = 256 * 1024
@@ -458,34 +458,5 @@ class FaultProxy:
 def running_fault_proxy(target: Address, listen: Address | None = None) -> Iterator[FaultProxy]:
     """A FaultProxy on its own event loop thread; `.address` is where it listens."""
     proxy = FaultProxy(target, listen)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    failure: list[BaseException] = []
-    stop = asyncio.Event()
-
-    async def main() -> None:
-        try:
-            await proxy.start()
-        except BaseException as exc:
-            failure.append(exc)
-            started.set()
-            return
-        started.set()
-        await stop.wait()
-        await proxy.close()
-
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(main(),), name="fault-proxy", daemon=True
-    )
-    thread.start()
-    started.wait(10)
-    if failure:
-        thread.join(5)
-        loop.close()
-        raise failure[0]
-    try:
-        yield proxy
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        loop.close()
+    with running_on_loop_thread(proxy, "fault-proxy") as running:
+        yield running
