@@ -400,7 +400,7 @@ def _viewer_source(admin: str, admin_user: str, slower_than: str, purpose: str,
 def top(admin: str, admin_user: str, slower_than: str, db_dsn: str | None,
         max_rows: int) -> None:
     """The live viewer: slow queries as they happen, digests, the proxy's state."""
-    from mysqlproxy.viewer.app import TopApp
+    from mysqlproxy.viewer.app import TopApp, run_until_quit
     from mysqlproxy.viewer.explain import DatabaseDSN, Explainer
 
     explainer = None
@@ -413,7 +413,8 @@ def top(admin: str, admin_user: str, slower_than: str, db_dsn: str | None,
         raise click.ClickException("top needs a terminal; in a pipe use `mysqlproxy tail`")
     source = _viewer_source(admin, admin_user, slower_than, "viewer", digests=True)
     try:
-        TopApp(source, explainer=explainer, max_events=max_rows).run()
+        # SIGTERM/SIGHUP quit like `q`: the window on the proxy is closed below.
+        run_until_quit(TopApp(source, explainer=explainer, max_events=max_rows))
     finally:
         source.close()
         if explainer is not None:

@@ -48,7 +48,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -503,7 +502,7 @@ def run_viewer(admin: Address, password: str, threshold_us: int, db: PrivateMari
                tmp: Path) -> int | None:
     """`mysqlproxy top` in this process until the user quits. Returns the signal that
     ended it (SIGTERM, SIGHUP, a SIGINT sent from elsewhere), or None for `q`."""
-    from mysqlproxy.viewer.app import TopApp
+    from mysqlproxy.viewer.app import TopApp, run_until_quit
     from mysqlproxy.viewer.data import AdminSource
     from mysqlproxy.viewer.explain import DatabaseDSN, Explainer
 
@@ -512,34 +511,11 @@ def run_viewer(admin: Address, password: str, threshold_us: int, db: PrivateMari
     explainer = Explainer(DatabaseDSN(host=db.address.host, port=db.address.port,
                                       user="root", password="", database="demo"))
     app = TopApp(source, explainer=explainer, default_log_path=str(tmp / "slow.log"))
-    received: list[int] = []
-
-    def quit_app() -> None:
-        # From a thread: the app may not be running yet, and call_from_thread must not
-        # be called from the app's own thread (where signal handlers run).
-        deadline = time.monotonic() + 30
-        while not app.is_running and time.monotonic() < deadline and not app.return_code:
-            time.sleep(0.05)
-        with contextlib.suppress(RuntimeError):
-            app.call_from_thread(app.exit)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        # Not an exception in the middle of the app: it quits and gives the terminal
-        # back, then the demo cleans up.
-        if not received:
-            threading.Thread(target=quit_app, name="quit-viewer", daemon=True).start()
-        received.append(signum)
-
-    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, on_signal) for signum in handled}
     try:
-        app.run()
+        return run_until_quit(app)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         source.close()
         explainer.close()
-    return received[0] if received else None
 
 
 def mysqlproxy_command() -> str:

@@ -837,3 +837,38 @@ class LogPrompt(ModalScreen[tuple[float, str] | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def run_until_quit(app: App[Any]) -> int | None:
+    """Run the app in the foreground until the user quits, or SIGTERM, SIGHUP or SIGINT
+    arrives: a signal makes the app exit as `q` would (giving the terminal back and
+    letting the caller close its window on the proxy) instead of killing the process
+    mid-screen. Returns the signal that ended it, or None for a quit from the keyboard."""
+    import contextlib
+    import signal
+    import threading
+
+    received: list[int] = []
+
+    def quit_app() -> None:
+        # From a thread: the app may not be running yet, and call_from_thread must not
+        # be called from the app's own thread (where signal handlers run).
+        deadline = time.monotonic() + 30
+        while not app.is_running and time.monotonic() < deadline and not app.return_code:
+            time.sleep(0.05)
+        with contextlib.suppress(RuntimeError):
+            app.call_from_thread(app.exit)
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not received:
+            threading.Thread(target=quit_app, name="quit-viewer", daemon=True).start()
+        received.append(signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, on_signal) for signum in handled}
+    try:
+        app.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return received[0] if received else None
