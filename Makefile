@@ -17,10 +17,10 @@ system-deps:
 	@$(PYTHON) scripts/system_deps.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check mysqlproxy tests scripts $(wildcard bench/*.py)
+	$(BIN)/ruff check mysqlproxy lua_compat tests scripts $(wildcard bench/*.py)
 
 typecheck: $(STAMP)
-	$(BIN)/mypy mysqlproxy
+	$(BIN)/mypy mysqlproxy lua_compat
 
 pytest: $(STAMP) system-deps
 	$(BIN)/pytest -q
