@@ -52,7 +52,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mysqlproxy.protocol import messages, wire
-from mysqlproxy.protocol.constants import Capability, Command, FieldType, ServerStatus
+from mysqlproxy.protocol.constants import (
+    MASKED_CAPABILITIES,
+    Capability,
+    Command,
+    FieldType,
+    ServerStatus,
+)
 from mysqlproxy.protocol.errors import ProtocolError
 from mysqlproxy.protocol.messages import (
     Greeting,
@@ -66,33 +72,14 @@ from mysqlproxy.protocol.messages import (
 from mysqlproxy.protocol.packets import PacketBuffer, encode_packet
 from mysqlproxy.proxy.backends import Address
 from mysqlproxy.testing.loopthread import running_on_loop_thread
+from mysqlproxy.testing.packets import MYSQL_SERVER_CAPABILITIES
 
-# What a MySQL 8.0 server offers, without TLS and compression (the proxy masks those
-# anyway; leaving them out keeps the fake server honest about what it can do).
-DEFAULT_CAPABILITIES = (
-    Capability.CLIENT_LONG_PASSWORD
-    | Capability.CLIENT_FOUND_ROWS
-    | Capability.CLIENT_LONG_FLAG
-    | Capability.CLIENT_CONNECT_WITH_DB
-    | Capability.CLIENT_NO_SCHEMA
-    | Capability.CLIENT_ODBC
-    | Capability.CLIENT_LOCAL_FILES
-    | Capability.CLIENT_IGNORE_SPACE
-    | Capability.CLIENT_PROTOCOL_41
-    | Capability.CLIENT_INTERACTIVE
-    | Capability.CLIENT_IGNORE_SIGPIPE
-    | Capability.CLIENT_TRANSACTIONS
-    | Capability.CLIENT_RESERVED
-    | Capability.CLIENT_SECURE_CONNECTION
-    | Capability.CLIENT_MULTI_STATEMENTS
-    | Capability.CLIENT_MULTI_RESULTS
-    | Capability.CLIENT_PS_MULTI_RESULTS
-    | Capability.CLIENT_PLUGIN_AUTH
-    | Capability.CLIENT_CONNECT_ATTRS
-    | Capability.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-    | Capability.CLIENT_CAN_HANDLE_EXPIRED_PASSWORDS
-    | Capability.CLIENT_SESSION_TRACK
-    | Capability.CLIENT_DEPRECATE_EOF
+# What a MySQL 8.0 server offers, less what the proxy masks anyway (TLS, compression,
+# query attributes...): leaving those out keeps the fake server honest about what it
+# can do. (REMEMBER_OPTIONS is a client-side flag.)
+DEFAULT_CAPABILITIES = Capability(
+    int(MYSQL_SERVER_CAPABILITIES)
+    & ~int(MASKED_CAPABILITIES | Capability.CLIENT_REMEMBER_OPTIONS)
 )
 DEFAULT_SERVER_VERSION = "8.0.36-fake"
 _UTF8MB4_GENERAL_CI = 45
