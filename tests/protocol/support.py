@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mysqlproxy.protocol.constants import ServerStatus
 from mysqlproxy.protocol.events import QueryEvent, TrackerEvent
 from mysqlproxy.protocol.tracker import ConnectionTracker
 from mysqlproxy.testing.capture import Capture, Recording
+from mysqlproxy.testing.events import make_query_event
 from mysqlproxy.testing.packets import CLIENT, Chunk
 
 CONNECTION_ID = 7
@@ -129,39 +129,25 @@ def query_event(
     command: int, query: str, *, bytes_received: int, bytes_sent: int, **fields: Any
 ) -> QueryEvent:
     """The QueryEvent a test tracker (fixed clocks, addresses) emits; keyword arguments
-    give every field that differs from a plain successful command."""
+    give every field that differs from a plain successful command. (An unknown field
+    name is a TypeError, from QueryEvent itself.)"""
     values: dict[str, Any] = dict(
         started_at=WALL_CLOCK,
         connection_id=CONNECTION_ID,
-        thread_id=42,
         client_address=CLIENT_ADDRESS,
         backend_address=BACKEND_ADDRESS,
-        user="app",
         schema=None,
         command=command,
         query=query,
-        statement_id=None,
-        params=None,
         first_byte_us=0,
         duration_us=0,
         rows_sent=0,
-        rows_affected=0,
-        insert_id=0,
-        warnings=0,
-        error_code=0,
-        error_message="",
-        sql_state="",
         bytes_received=bytes_received,
         bytes_sent=bytes_sent,
-        status=ServerStatus.SERVER_STATUS_AUTOCOMMIT,
         result_sets=0,
-        truncated=False,
     )
-    unknown = set(fields) - set(values)
-    if unknown:
-        raise TypeError(f"unknown QueryEvent fields {unknown}")
     values.update(fields)
-    return QueryEvent(**values)
+    return make_query_event(**values)
 
 
 def load_recordings() -> list[tuple[str, Recording]]:
