@@ -55,7 +55,10 @@ def parse_size(text: str) -> int:
 def format_duration(seconds: float) -> str:
     """A short human form: 4m59s, 1h02m, 850ms."""
     if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
+        milliseconds = round(seconds * 1000)
+        if milliseconds < 1000:  # 0.9996 s rounds up to a whole second, not "1000ms"
+            return f"{milliseconds}ms"
+        seconds = 1.0
     whole = int(seconds)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)

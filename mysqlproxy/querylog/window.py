@@ -179,7 +179,14 @@ class QueryLog:
             window.matched = previous.matched
         self.windows[spec.target] = window
         self._update_registration()
-        log.info(
+        # A window renewed unchanged (the viewer does so every few seconds) is routine.
+        renewed = (
+            previous is not None
+            and previous.spec.format == spec.format
+            and previous.spec.filter.describe() == spec.filter.describe()
+        )
+        log.log(
+            logging.DEBUG if renewed else logging.INFO,
             "logging window %s on %s for %gs%s",
             "replaced" if previous else "opened",
             spec.target,
