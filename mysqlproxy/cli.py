@@ -13,6 +13,7 @@ import click
 
 from mysqlproxy import units
 from mysqlproxy.proxy.backends import Address, AddressError
+from mysqlproxy.proxy.tls import BackendTlsMode
 
 log = logging.getLogger("mysqlproxy")
 
@@ -188,9 +189,35 @@ def log_on_statement(
               help="Serve Prometheus metrics on this address (e.g. 127.0.0.1:9104).")
 @click.option("--log-target", default="mysqlproxy-slow.log", show_default=True,
               help="File a logging window writes to when it names none.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False),
+              help="Certificate (PEM, chain allowed) for TLS with clients: CLIENT_SSL is "
+                   "offered and clients that ask get TLS. Default: no TLS with clients.")
+@click.option("--tls-key", type=click.Path(dir_okay=False),
+              help="Private key of --tls-cert (PEM), if not in the same file.")
+@click.option("--tls-self-signed", is_flag=True,
+              help="TLS with clients using a throw-away self-signed certificate made at "
+                   "start-up (for trying TLS out; needs the cryptography package).")
+@click.option("--require-tls", is_flag=True,
+              help="Refuse clients that do not use TLS (ERR 3159), as the server's "
+                   "require_secure_transport does.")
+@click.option("--backend-tls", type=click.Choice([m.value for m in BackendTlsMode]),
+              default="as-client", show_default=True,
+              help="TLS to the backend: as-client (when the client uses TLS and the server "
+                   "offers it), disabled, preferred (whenever offered), required, verify-ca, "
+                   "verify-identity. Only the verify modes check the certificate.")
+@click.option("--backend-ca", type=click.Path(dir_okay=False),
+              help="CA file for --backend-tls verify-ca/verify-identity (default: the "
+                   "system's CAs).")
+@click.option("--backend-cert", type=click.Path(dir_okay=False),
+              help="Client certificate to present to a backend that asks for one.")
+@click.option("--backend-key", type=click.Path(dir_okay=False),
+              help="Private key of --backend-cert, if not in the same file.")
 @window_options("--log-for")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
+@click.option("--lua-script", type=click.Path(dir_okay=False), default=None,
+              help="Run a mysql-proxy 0.8 Lua script's hooks on every connection "
+                   "(reloaded when the file changes).")
 def run(
     listen: Sequence[Address],
     backend: Address,
@@ -205,8 +232,17 @@ def run(
     admin_password_file: str | None,
     metrics: Address | None,
     log_target: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_self_signed: bool,
+    require_tls: bool,
+    backend_tls: str,
+    backend_ca: str | None,
+    backend_cert: str | None,
+    backend_key: str | None,
     window_for: str | None,
     log_level: str,
+    lua_script: str | None = None,
     **window: Any,
 ) -> None:
     """Run the proxy until SIGTERM or SIGINT."""
@@ -244,6 +280,10 @@ def run(
             initial_window = commands.window_from_statement(statement, os.path.abspath(log_target))
         except commands.AdminError as exc:
             raise click.BadParameter(str(exc), param_hint="--log-for") from None
+    client_tls, backend_tls_settings = _tls_settings(
+        tls_cert, tls_key, tls_self_signed, require_tls,
+        backend_tls, backend_ca, backend_cert, backend_key,
+    )
     file_limit = limits.raise_file_limit()
     if max_connections is None:
         max_connections = limits.connections_for_file_limit(file_limit)
@@ -265,12 +305,51 @@ def run(
         initial_window=initial_window,
         print_queries=print_queries,
         metrics=metrics,
+        client_tls=client_tls,
+        backend_tls=backend_tls_settings,
+        lua_script=os.path.abspath(lua_script) if lua_script else None,
     )
     _install_event_loop_policy()
     try:
         asyncio.run(_serve(config, admin_explicit))
     except (ListenError, AdminConfigError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _tls_settings(
+    cert: str | None,
+    key: str | None,
+    self_signed: bool,
+    require: bool,
+    backend_mode: str,
+    backend_ca: str | None,
+    backend_cert: str | None,
+    backend_key: str | None,
+) -> tuple[Any, Any]:
+    """The --tls-* and --backend-* options, checked, as (ClientTls | None, BackendTls)."""
+    from mysqlproxy.proxy import tls
+
+    if self_signed and cert:
+        raise click.UsageError("give --tls-cert or --tls-self-signed, not both")
+    if key and not cert:
+        raise click.UsageError("--tls-key needs --tls-cert")
+    if require and not (cert or self_signed):
+        raise click.UsageError("--require-tls needs --tls-cert or --tls-self-signed")
+    if backend_key and not backend_cert:
+        raise click.UsageError("--backend-key needs --backend-cert")
+    if backend_ca and not tls.BackendTlsMode(backend_mode).verifies:
+        log.warning("--backend-ca is used by --backend-tls verify-ca and verify-identity "
+                    "only; with %s the backend's certificate is not checked", backend_mode)
+    try:
+        client = None
+        if self_signed:
+            client = tls.self_signed_client_tls(require)
+        elif cert:
+            client = tls.client_tls(cert, key, require)
+        backend = tls.backend_tls(backend_mode, backend_ca, backend_cert, backend_key)
+    except tls.TlsConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    return client, backend
 
 
 async def _serve(config: Any, admin_explicit: bool) -> None:

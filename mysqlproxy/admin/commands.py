@@ -361,10 +361,13 @@ def _table_connections(control: ControlPlane, parser: _Parser) -> ResultSet:
                 seconds,
                 tracker.thread_id if tracker else 0,
                 str(session.backend.address),
+                "yes" if session.client_tls else "no",
+                "yes" if session.backend_tls else "no",
             )
         )
     return ResultSet(
-        ["id", "client", "user", "schema", "command", "seconds", "server_thread_id", "backend"],
+        ["id", "client", "user", "schema", "command", "seconds", "server_thread_id", "backend",
+         "client_tls", "backend_tls"],
         rows,
     )
 

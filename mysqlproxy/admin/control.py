@@ -3,6 +3,7 @@ at runtime, as the admin interface sees them."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import deque
@@ -12,6 +13,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from mysqlproxy import units
 from mysqlproxy.hooks import ConnectionInfo
+from mysqlproxy.protocol.constants import ErrorCode
+from mysqlproxy.proxy import tls
 from mysqlproxy.proxy.backends import Address, AddressError
 from mysqlproxy.proxy.limits import check_max_packet_size
 from mysqlproxy.proxy.server import ProxyServer
@@ -81,7 +84,8 @@ class ControlPlane:
     # --- hooks --------------------------------------------------------------------
 
     def authentication_failed(self, connection: ConnectionInfo, code: int, message: str) -> None:
-        if code == 2003:
+        # The proxy's own refusals name it; a 1043 from the server itself is a client's.
+        if code == ErrorCode.ER_HANDSHAKE_ERROR and "mysqlproxy:" in message:
             self.last_backend_error = f"{time.strftime('%H:%M:%S')} {message}"
 
     # --- settings -----------------------------------------------------------------
@@ -137,6 +141,21 @@ class ControlPlane:
             size = _positive_int(text)
             query_log.ring = deque(query_log.ring, maxlen=size)
 
+        def set_require_tls(text: str) -> None:
+            wanted = _bool(text)
+            current = self.server.tls
+            if current is None:
+                if wanted:
+                    raise ValueError("the proxy has no certificate (--tls-cert, --tls-self-signed)")
+                return
+            self.server.tls = dataclasses.replace(current, required=wanted)
+
+        def set_backend_tls(text: str) -> None:
+            old = backend.tls
+            backend.tls = tls.backend_tls(
+                text.strip().lower(), old.ca_file, old.cert_file, old.key_file
+            )
+
         def set_print(text: str) -> None:
             wanted = _bool(text)
             if self._printer is None:
@@ -172,6 +191,12 @@ class ControlPlane:
             Setting("print_queries", "print every command to the proxy's stdout (on/off)",
                     lambda: "on" if self._printer in self.server.addons.addons else "off",
                     set_print),
+            Setting("require_tls", "refuse new clients without TLS, ERR 3159 (on/off)",
+                    lambda: "on" if self.server.tls is not None and self.server.tls.required
+                    else "off", set_require_tls),
+            Setting("backend_tls", "TLS to the backend for new connections: as-client, "
+                    "disabled, preferred, required, verify-ca, verify-identity",
+                    lambda: str(backend.tls.mode), set_backend_tls),
         ]
 
     @property
@@ -188,6 +213,12 @@ class ControlPlane:
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "listening": ", ".join(str(a) for a in server.bound),
             "backend": str(server.backend.address),
+            # TLS with clients: the certificate (or "self-signed"), "required" if so.
+            "tls": (
+                ("off" if server.tls is None else server.tls.certificate)
+                + (" (required)" if server.tls is not None and server.tls.required else "")
+            ),
+            "backend_tls": str(server.backend.tls.mode),
             "connections": len(server.sessions),
             "connections_total": server.connections_total,
             "connections_refused": server.connections_refused,

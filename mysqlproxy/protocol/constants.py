@@ -107,14 +107,15 @@ MARIADB_EXTENDED_CAPABILITIES = Capability(0xFFFFFFFF << 32)
 # packets the tracker must read, so it is cleared from the greeting the client sees
 # (and from the client's answer, in case a client sets a bit it was not offered).
 MASKED_CAPABILITIES = (
-    Capability.CLIENT_SSL  # TLS termination comes with the transport work
-    | Capability.CLIENT_COMPRESS  # compressed framing hides packet boundaries
-    | Capability.CLIENT_ZSTD_COMPRESSION_ALGORITHM
+    Capability.CLIENT_SSL  # each leg's own: the proxy offers it when it has a certificate
+    # (CLIENT_COMPRESS is let through: the relay decompresses, see protocol/compression.py.)
+    | Capability.CLIENT_ZSTD_COMPRESSION_ALGORITHM  # no zstd in Python 3.11; MariaDB lacks it
     | Capability.CLIENT_OPTIONAL_RESULTSET_METADATA  # result sets without column defs
-    | Capability.CLIENT_QUERY_ATTRIBUTES  # changes the COM_QUERY/COM_STMT_EXECUTE layout
     | Capability.MULTI_FACTOR_AUTHENTICATION  # AuthNextFactor packets
     | Capability.CLIENT_CAPABILITY_EXTENSION
     | Capability.CLIENT_SSL_VERIFY_SERVER_CERT
+    # (CLIENT_QUERY_ATTRIBUTES is let through: the tracker reads the COM_QUERY and
+    # COM_STMT_EXECUTE layouts it brings, see messages.parse_query.)
     # MariaDB's progress reports, bulk execute, metadata cache and future ones. Extended
     # metadata is let through: it only adds a field inside column definitions, which
     # the tracker skips whole (it reads their first byte).
@@ -209,12 +210,14 @@ class ErrorCode(IntEnum):
     """The MySQL error codes the proxy itself sends, in one table."""
 
     ER_CON_COUNT_ERROR = 1040
+    ER_HANDSHAKE_ERROR = 1043
     ER_ACCESS_DENIED_ERROR = 1045
     ER_UNKNOWN_COM_ERROR = 1047
     ER_NET_PACKET_TOO_LARGE = 1153
     ER_NOT_SUPPORTED_YET = 1235
     CR_CONN_HOST_ERROR = 2003
     ER_SECURE_TRANSPORT_REQUIRED = 3159
+    ER_CLIENT_INTERACTION_TIMEOUT = 4031  # MySQL 8.0.24+: sent before an idle close
 
 
 # Packet header markers. 0xFE and 0xFB also start length-encoded integers, so their

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mysqlproxy.protocol.constants import Command, ServerStatus
-from mysqlproxy.protocol.messages import ParamValue
+from mysqlproxy.protocol.messages import ParamValue, QueryAttributes
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,10 @@ class QueryEvent:
     status: ServerStatus  # the flags of the last OK/EOF, with index warnings of all
     result_sets: int
     truncated: bool = False  # the query text was cut at the capture limit
+    # (name, value) pairs a MySQL 8.0.23+ client sent with COM_QUERY or, past the
+    # statement's own parameters, with COM_STMT_EXECUTE (CLIENT_QUERY_ATTRIBUTES);
+    # None when the command carried none.
+    query_attributes: QueryAttributes | None = None
 
     @property
     def command_name(self) -> str:

@@ -110,13 +110,17 @@ def parse_greeting(payload: Buffer) -> Greeting:
     return _greeting_layout(payload)[0]
 
 
-def mask_greeting(payload: Buffer, mask: Capability) -> tuple[Greeting, bytes]:
-    """Clear `mask` from the greeting's capability flags, leaving every other byte as
-    the server sent it. Returns the greeting as the client will see it."""
+def mask_greeting(
+    payload: Buffer, mask: Capability, offer: Capability | None = None
+) -> tuple[Greeting, bytes]:
+    """Clear `mask` from the greeting's capability flags and set `offer` (what the proxy
+    provides itself whatever the server does: CLIENT_SSL when it terminates TLS),
+    leaving every other byte as the server sent it. Returns the greeting as the client
+    will see it."""
     greeting, layout = _greeting_layout(payload)
     out = bytearray(payload)
     keep = ~int(mask)
-    caps = int(greeting.capabilities) & keep
+    caps = (int(greeting.capabilities) & keep) | int(offer or 0)
     out[layout.caps_low : layout.caps_low + 2] = (caps & 0xFFFF).to_bytes(2, "little")
     if layout.caps_high >= 0:
         out[layout.caps_high : layout.caps_high + 2] = ((caps >> 16) & 0xFFFF).to_bytes(2, "little")
@@ -219,6 +223,30 @@ def mask_handshake_response(payload: Buffer, mask: Capability) -> bytes:
         ext = int.from_bytes(out[28:32], "little") & ~(int(mask) >> 32) & 0xFFFFFFFF
         out[28:32] = ext.to_bytes(4, "little")
     return bytes(out)
+
+
+def with_ssl_flag(payload: Buffer, on: bool) -> bytes:
+    """A handshake response with CLIENT_SSL set or cleared. The flag must say what the
+    leg it is sent on really does: a server that sees CLIENT_SSL in a response reads it
+    as an SSLRequest and starts a TLS handshake."""
+    out = bytearray(payload)
+    caps = int.from_bytes(out[0:4], "little")
+    if on:
+        caps |= Capability.CLIENT_SSL
+    else:
+        caps &= ~int(Capability.CLIENT_SSL)
+    out[0:4] = caps.to_bytes(4, "little")
+    return bytes(out)
+
+
+def ssl_request_for(response_payload: Buffer) -> bytes:
+    """The SSLRequest payload that goes before `response_payload` (a HandshakeResponse41)
+    on a TLS leg: its first 32 bytes, with CLIENT_SSL set. The server compares the two,
+    so they must carry the same capabilities, max packet size and character set.
+    https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase_packets_protocol_ssl_request.html"""
+    if len(response_payload) < _HANDSHAKE_RESPONSE_FIXED:
+        raise TruncatedPacket("handshake response shorter than an SSLRequest")
+    return with_ssl_flag(bytes(response_payload[:_HANDSHAKE_RESPONSE_FIXED]), True)
 
 
 def encode_handshake_response(
@@ -508,15 +536,26 @@ _DECIMAL_TYPES = frozenset({FieldType.MYSQL_TYPE_DECIMAL, FieldType.MYSQL_TYPE_N
 _UNSIGNED_FLAG = 0x80
 
 
+QueryAttributes = tuple[tuple[str, ParamValue], ...]
+"""(name, value) pairs sent with a command under CLIENT_QUERY_ATTRIBUTES, in order."""
+
+
 @dataclass(frozen=True, slots=True)
 class ExecuteRequest:
     """COM_STMT_EXECUTE: the statement, its cursor flags, the parameter types in force and
-    the decoded parameter values."""
+    the decoded parameter values. Under CLIENT_QUERY_ATTRIBUTES a client may send more
+    values than the statement has placeholders: those are query attributes, named."""
 
     statement_id: int
     flags: int
-    param_types: tuple[int, ...]
-    params: tuple[ParamValue, ...]
+    param_types: tuple[int, ...]  # all sent (placeholders, then attributes)
+    params: tuple[ParamValue, ...]  # the placeholders' values
+    attributes: QueryAttributes = ()
+
+
+# COM_STMT_EXECUTE flag: a parameter count follows even for a statement without
+# placeholders (CursorType.PARAMETER_COUNT_AVAILABLE).
+_PARAMETER_COUNT_AVAILABLE = 8
 
 
 def parse_execute(
@@ -524,11 +563,16 @@ def parse_execute(
     num_params: int | None,
     previous_types: tuple[int, ...] | None,
     long_data: dict[int, bytes] | None = None,
+    query_attributes: bool = False,
 ) -> ExecuteRequest:
     """Decode COM_STMT_EXECUTE. `num_params` comes from the statement's PREPARE_OK;
     `previous_types` are the types bound by an earlier execute of the same statement
     (clients send types only when new_params_bound is 1); parameters sent with
     COM_STMT_SEND_LONG_DATA have no value in this packet and are taken from `long_data`.
+
+    With `query_attributes` (CLIENT_QUERY_ATTRIBUTES negotiated) a parameter_count
+    precedes the NULL bitmap and overrides num_params, each type is followed by a name,
+    and the values past the statement's own are query attributes.
 
     https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_com_stmt_execute.html
     """
@@ -537,17 +581,37 @@ def parse_execute(
     # statement id, flags, iteration count (always 1)
     statement_id, flags, _ = _EXECUTE_HEADER.unpack_from(payload, 1)
     pos = 10
-    if not num_params:
+    statement_params = num_params or 0
+    count = statement_params
+    if query_attributes and (count or flags & _PARAMETER_COUNT_AVAILABLE):
+        count, pos = wire.read_lenenc_int(payload, pos)
+        if count < statement_params:
+            raise ProtocolError(
+                f"COM_STMT_EXECUTE sends {count} parameters, the statement has {statement_params}"
+            )
+    if not count:
         return ExecuteRequest(statement_id, flags, (), ())
-    null_bitmap, pos = wire.read_fixed_bytes(payload, pos, (num_params + 7) // 8)
+    null_bitmap, pos = wire.read_fixed_bytes(payload, pos, (count + 7) // 8)
     new_params_bound, pos = wire.read_uint(payload, pos, 1)
+    names: list[str] | None = None
     if new_params_bound:
-        if pos + 2 * num_params > len(payload):
-            raise TruncatedPacket("COM_STMT_EXECUTE ends inside its parameter types")
-        param_types = struct.unpack_from(f"<{num_params}H", payload, pos)
-        pos += 2 * num_params
-    elif previous_types is not None and len(previous_types) == num_params:
-        param_types = previous_types
+        if not query_attributes:
+            if pos + 2 * count > len(payload):
+                raise TruncatedPacket("COM_STMT_EXECUTE ends inside its parameter types")
+            param_types = struct.unpack_from(f"<{count}H", payload, pos)
+            pos += 2 * count
+        else:
+            types = []
+            names = []
+            for _ in range(count):
+                type_and_flag, pos = wire.read_uint(payload, pos, 2)
+                name, pos = wire.read_lenenc_bytes(payload, pos)
+                types.append(type_and_flag)
+                names.append(name.decode("utf-8", "replace"))
+            param_types = tuple(types)
+    elif previous_types is not None and len(previous_types) >= count:
+        # Attributes sent with earlier types: the names went with those types.
+        param_types = previous_types[:count]
     else:
         raise ProtocolError("COM_STMT_EXECUTE reuses parameter types that were never bound")
     values: list[ParamValue] = []
@@ -555,12 +619,63 @@ def parse_execute(
         if null_bitmap[index // 8] & (1 << (index % 8)):
             values.append(None)
             continue
-        if long_data is not None and index in long_data:
+        if long_data and index in long_data and index < statement_params:
             values.append(long_data[index])
             continue
         value, pos = _read_binary_value(payload, pos, type_and_flag)
         values.append(value)
-    return ExecuteRequest(statement_id, flags, param_types, tuple(values))
+    if count == statement_params:
+        return ExecuteRequest(statement_id, flags, param_types, tuple(values))
+    attribute_names = names[statement_params:] if names else [""] * (count - statement_params)
+    attributes = tuple(zip(attribute_names, values[statement_params:], strict=True))
+    return ExecuteRequest(
+        statement_id, flags, param_types, tuple(values[:statement_params]), attributes
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRequest:
+    """COM_QUERY: the statement text, and the query attributes sent with it under
+    CLIENT_QUERY_ATTRIBUTES (empty when none were)."""
+
+    sql: bytes
+    attributes: QueryAttributes
+    sql_offset: int  # where the text starts in the payload
+
+
+def parse_query(payload: Buffer, query_attributes: bool) -> QueryRequest:
+    """Decode COM_QUERY. With CLIENT_QUERY_ATTRIBUTES negotiated every COM_QUERY starts
+    with parameter_count and parameter_set_count (always 1), then, when the count is not
+    0, a NULL bitmap, new_params_bind_flag (always 1), a type and a name per attribute
+    and the non-NULL values in the binary protocol; the text follows.
+
+    https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_com_query.html
+    """
+    if not payload:
+        raise TruncatedPacket("empty COM_QUERY")
+    if not query_attributes:
+        return QueryRequest(bytes(payload[1:]), (), 1)
+    count, pos = wire.read_lenenc_int(payload, 1)
+    _, pos = wire.read_lenenc_int(payload, pos)  # parameter_set_count
+    attributes: QueryAttributes = ()
+    if count:
+        null_bitmap, pos = wire.read_fixed_bytes(payload, pos, (count + 7) // 8)
+        bound, pos = wire.read_uint(payload, pos, 1)
+        if bound != 1:
+            raise ProtocolError(f"COM_QUERY attributes with new_params_bind_flag {bound}")
+        typed: list[tuple[str, int]] = []
+        for _ in range(count):
+            type_and_flag, pos = wire.read_uint(payload, pos, 2)
+            name, pos = wire.read_lenenc_bytes(payload, pos)
+            typed.append((name.decode("utf-8", "replace"), type_and_flag))
+        pairs: list[tuple[str, ParamValue]] = []
+        for index, (name_text, type_and_flag) in enumerate(typed):
+            value: ParamValue = None
+            if not null_bitmap[index // 8] & (1 << (index % 8)):
+                value, pos = _read_binary_value(payload, pos, type_and_flag)
+            pairs.append((name_text, value))
+        attributes = tuple(pairs)
+    return QueryRequest(bytes(payload[pos:]), attributes, pos)
 
 
 def _read_binary_value(buf: Buffer, pos: int, type_and_flag: int) -> tuple[ParamValue, int]:
@@ -726,20 +841,86 @@ def encode_execute(
     flags: int = 0,
     new_params_bound: bool = True,
     long_data: frozenset[int] = frozenset(),
+    query_attributes: Sequence[tuple[str, ParamValue]] | None = None,
 ) -> bytes:
     """COM_STMT_EXECUTE. Parameters whose index is in `long_data` were sent with
-    COM_STMT_SEND_LONG_DATA and have no value here."""
-    payload = b"\x17" + wire.uint(statement_id, 4) + wire.uint(flags, 1) + wire.uint(1, 4)
-    if not params:
-        return payload
-    parts = [payload, _null_bitmap(params, 0)]
+    COM_STMT_SEND_LONG_DATA and have no value here. `query_attributes` (not None: the
+    CLIENT_QUERY_ATTRIBUTES layout, as mysql-connector-python writes it) are sent after
+    the parameters, with PARAMETER_COUNT_AVAILABLE when there are any."""
+    if query_attributes is None:
+        header = b"\x17" + wire.uint(statement_id, 4) + wire.uint(flags, 1) + wire.uint(1, 4)
+        if not params:
+            return header
+        parts = [header, _null_bitmap(params, 0)]
+        if new_params_bound:
+            parts.append(b"\x01" + b"".join(wire.uint(t, 2) for t in param_types))
+        else:
+            parts.append(b"\x00")
+        for index, (value, type_and_flag) in enumerate(zip(params, param_types, strict=True)):
+            if value is not None and index not in long_data:
+                parts.append(encode_binary_value(value, type_and_flag))
+        return b"".join(parts)
+    if query_attributes:
+        flags |= _PARAMETER_COUNT_AVAILABLE
+    header = b"\x17" + wire.uint(statement_id, 4) + wire.uint(flags, 1) + wire.uint(1, 4)
+    values = list(params) + [value for _, value in query_attributes]
+    if not values:
+        return header
+    types = list(param_types) + [attribute_type(value) for _, value in query_attributes]
+    names = [""] * len(params) + [name for name, _ in query_attributes]
+    parts = [header, wire.lenenc_int(len(values)), _null_bitmap(values, 0)]
     if new_params_bound:
-        parts.append(b"\x01" + b"".join(wire.uint(t, 2) for t in param_types))
+        parts.append(b"\x01")
+        for type_and_flag, name in zip(types, names, strict=True):
+            parts.append(wire.uint(type_and_flag, 2) + wire.lenenc_bytes(name.encode()))
     else:
         parts.append(b"\x00")
-    for index, (value, type_and_flag) in enumerate(zip(params, param_types, strict=True)):
+    for index, (value, type_and_flag) in enumerate(zip(values, types, strict=True)):
         if value is not None and index not in long_data:
             parts.append(encode_binary_value(value, type_and_flag))
+    return b"".join(parts)
+
+
+def attribute_type(value: ParamValue) -> int:
+    """The binary protocol type a client would send a query attribute's value as."""
+    if value is None:
+        return FieldType.MYSQL_TYPE_NULL
+    if isinstance(value, int):
+        return FieldType.MYSQL_TYPE_LONGLONG
+    if isinstance(value, float):
+        return FieldType.MYSQL_TYPE_DOUBLE
+    if isinstance(value, decimal.Decimal):
+        return FieldType.MYSQL_TYPE_NEWDECIMAL
+    if isinstance(value, datetime.datetime):
+        return FieldType.MYSQL_TYPE_DATETIME
+    if isinstance(value, datetime.date):
+        return FieldType.MYSQL_TYPE_DATE
+    if isinstance(value, datetime.timedelta):
+        return FieldType.MYSQL_TYPE_TIME
+    if isinstance(value, bytes):
+        return FieldType.MYSQL_TYPE_BLOB
+    return FieldType.MYSQL_TYPE_VAR_STRING
+
+
+def encode_query(
+    sql: str | bytes, attributes: Sequence[tuple[str, ParamValue]] | None = None
+) -> bytes:
+    """COM_QUERY; with `attributes` not None, in the CLIENT_QUERY_ATTRIBUTES layout
+    (parameter_count, parameter_set_count 1, then the attributes when there are any)."""
+    text = sql.encode() if isinstance(sql, str) else sql
+    if attributes is None:
+        return b"\x03" + text
+    parts = [b"\x03", wire.lenenc_int(len(attributes)), b"\x01"]
+    if attributes:
+        values = [value for _, value in attributes]
+        types = [attribute_type(value) for value in values]
+        parts += [_null_bitmap(values, 0), b"\x01"]
+        for (name, _), type_and_flag in zip(attributes, types, strict=True):
+            parts.append(wire.uint(type_and_flag, 2) + wire.lenenc_bytes(name.encode()))
+        for value, type_and_flag in zip(values, types, strict=True):
+            if value is not None:
+                parts.append(encode_binary_value(value, type_and_flag))
+    parts.append(text)
     return b"".join(parts)
 
 

@@ -68,6 +68,12 @@ class PacketBuffer:
         """Bytes received that are not yet part of a complete packet."""
         return len(self._buffer)
 
+    def take_pending(self) -> bytes:
+        """Remove and return the bytes not yet part of a complete packet (after an
+        SSLRequest: the start of a TLS handshake, for the TLS layer)."""
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        return rest
+
     def __iter__(self) -> Iterator[Packet]:
         while True:
             packet = self._take_one()

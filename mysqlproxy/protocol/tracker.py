@@ -37,13 +37,22 @@ Phases of the server side (what the next server packet may be):
 
 The client side is simpler: HANDSHAKE (the handshake response), AUTH (auth data,
 relayed unread), COMMAND (each packet starts a command), INFILE (file contents up to an
-empty packet), CLOSED.
+empty packet), CLOSED. When the proxy offers CLIENT_SSL (`offered_capabilities`), a
+32-byte SSLRequest at sequence id 1 moves the client side to TLS: the bytes that follow
+are a TLS handshake, which the I/O layer terminates, not MySQL packets (any that came
+in the same chunk are kept in `tls_early_data` for it). It calls `tls_established()`,
+and the handshake response follows, over TLS, at sequence id 2. Nothing is forwarded
+for the SSLRequest: whether the backend leg uses TLS is decided separately
+(`backend_tls`), and the handshake response's CLIENT_SSL flag is rewritten to match it.
 
 Commands may be pipelined: a command that arrives while an earlier one is still being
 answered waits in a queue, and responses are matched to commands in order.
 
 Every packet's sequence id is checked. Anything no transition accepts raises
-ProtocolError: the connection is closed rather than relayed out of step.
+ProtocolError: the connection is closed rather than relayed out of step. (Under
+CLIENT_COMPRESS, once authenticated, the plain sequence ids inside the compressed frames
+follow no rule the peers check, so neither does the tracker, except that a command's is
+0; see protocol/compression.py. The relay feeds it the decompressed stream.)
 """
 
 from __future__ import annotations
@@ -79,7 +88,7 @@ from mysqlproxy.protocol.events import (
     QueryEvent,
     TrackerEvent,
 )
-from mysqlproxy.protocol.messages import ParamValue
+from mysqlproxy.protocol.messages import ParamValue, QueryAttributes
 
 # How much of a client command the tracker keeps for its event. The command itself is
 # always forwarded whole; only the copy is bounded (a 1 GiB INSERT must not be copied).
@@ -114,8 +123,9 @@ SERVER_PHASE_NAMES = (
     "CLOSED",
 )
 
-# Client phases.
-C_HANDSHAKE, C_AUTH, C_COMMAND, C_INFILE, C_CLOSED = range(5)
+# Client phases. TLS sorts before HANDSHAKE so that one comparison routes both to the
+# handshake code: `client_data` tests `phase <= C_HANDSHAKE` on every chunk.
+C_TLS, C_HANDSHAKE, C_AUTH, C_COMMAND, C_INFILE, C_CLOSED = range(-1, 5)
 
 # Where each command's response starts. Commands missing here have no response.
 _RESPONSE_PHASE: dict[int, int] = {
@@ -183,6 +193,8 @@ _STATEMENT_COMMANDS = frozenset(
     )
 )
 _DEPRECATE_EOF = int(Capability.CLIENT_DEPRECATE_EOF)
+_COMPRESS = int(Capability.CLIENT_COMPRESS)
+_QUERY_ATTRIBUTES = int(Capability.CLIENT_QUERY_ATTRIBUTES)
 _SESSION_STATE_CHANGED = int(ServerStatus.SERVER_SESSION_STATE_CHANGED)
 _STATUS_FLAGS: dict[int, ServerStatus] = {}  # ServerStatus values by int, built lazily
 
@@ -288,6 +300,10 @@ class _Command:
     statement: _Statement | None = None
     new_schema: str | None = None  # set on success of USE / COM_INIT_DB
     change_user: messages.ChangeUser | None = None
+    # Where the text of COM_QUERY (and the argument of other commands) starts in the
+    # payload: after the query attributes under CLIENT_QUERY_ATTRIBUTES.
+    text_start: int = 1
+    attributes: QueryAttributes | None = None  # COM_QUERY's, when it carried some
 
 
 class _Framer:
@@ -303,6 +319,7 @@ class _Framer:
     __slots__ = (
         "_capture",
         "_on_packet",
+        "check_continuations",
         "expected_seq",
         "first",
         "in_packet",
@@ -336,6 +353,8 @@ class _Framer:
         self.first = -1
         self.expected_seq = 0  # of the next piece of a multi-piece packet
         self.max_payload = 0  # largest logical payload accepted (0: no limit)
+        # Off under compression: libmariadb numbers the pieces inside frames 0, 0, ...
+        self.check_continuations = True
 
     @property
     def at_boundary(self) -> bool:
@@ -396,7 +415,7 @@ class _Framer:
 
     def _start_piece(self, length: int, seq: int, first: int) -> None:
         if self.in_packet:
-            if seq != self.expected_seq:
+            if seq != self.expected_seq and self.check_continuations:
                 raise ProtocolError(
                     f"continuation packet has sequence id {seq}, expected {self.expected_seq}"
                 )
@@ -437,6 +456,7 @@ class ConnectionTracker:
         backend_address: str = "",
         *,
         masked_capabilities: Capability = MASKED_CAPABILITIES,
+        offered_capabilities: Capability | None = None,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
         wall_clock: Callable[[], float] = time.time,
         emit_query_events: bool = True,
@@ -445,6 +465,7 @@ class ConnectionTracker:
         self.client_address = client_address
         self.backend_address = backend_address
         self.masked_capabilities = masked_capabilities
+        self.offered_capabilities = offered_capabilities or Capability(0)
         self._clock_ns = clock_ns
         self._wall_clock = wall_clock
         # With no observer of queries, events are not built at all (the hot path with
@@ -458,10 +479,19 @@ class ConnectionTracker:
         self.server_capabilities = Capability(0)  # as offered to the client (masked)
         self.capabilities = Capability(0)  # negotiated
         self._deprecate_eof = False  # CLIENT_DEPRECATE_EOF negotiated (read per result)
+        # CLIENT_COMPRESS framing is on (from the OK ending authentication): the bytes fed
+        # in are the decompressed stream, whose plain sequence ids go unchecked.
+        self.compressed = False
+        self._query_attributes = False  # CLIENT_QUERY_ATTRIBUTES negotiated
         self.user = ""
         self.schema: str | None = None
         self.thread_id = 0
         self.authenticated = False
+        self.client_tls = False  # the client sent an SSLRequest (its leg is TLS from then)
+        self.tls_early_data = b""  # bytes behind the SSLRequest: the TLS handshake's start
+        # Whether the backend leg uses TLS: the handshake response's CLIENT_SSL flag is
+        # made to say so. Set by the I/O layer before the handshake response arrives.
+        self.backend_tls = False
         self.commands_completed = 0  # counted even when no events are built
         self.statements: dict[int, _Statement] = {}
         self._last_prepared_id: int | None = None
@@ -528,7 +558,7 @@ class ConnectionTracker:
     def client_data(self, data: bytes) -> bytes:
         """Bytes from the client. Returns the bytes to send to the server."""
         phase = self.client_phase
-        if phase == C_HANDSHAKE:
+        if phase <= C_HANDSHAKE:
             return self._client_handshake_data(data)
         n = len(data)
         framer = self._client
@@ -665,7 +695,7 @@ class ConnectionTracker:
         return length
 
     def _check_server_seq(self, seq: int) -> None:
-        if seq != self._server_seq:
+        if seq != self._server_seq and not self.compressed:
             raise ProtocolError(
                 f"server packet has sequence id {seq}, expected {self._server_seq} "
                 f"(phase {self.phase_name})"
@@ -909,7 +939,9 @@ class ConnectionTracker:
             self.client_phase = C_CLOSED
             return bytes(buf)
         original = messages.parse_greeting(payload)
-        greeting, masked = messages.mask_greeting(payload, self.masked_capabilities)
+        greeting, masked = messages.mask_greeting(
+            payload, self.masked_capabilities, self.offered_capabilities
+        )
         self.greeting = original
         self.thread_id = original.thread_id
         self.server_capabilities = greeting.capabilities
@@ -919,9 +951,19 @@ class ConnectionTracker:
         self._client_seq = 1
         return bytes(buf[:4]) + masked
 
+    def tls_established(self) -> None:
+        """The I/O layer finished the TLS handshake the SSLRequest announced: what the
+        client sends from now on (decrypted) is its handshake response."""
+        if self.client_phase != C_TLS:
+            raise ProtocolError("TLS established without an SSLRequest")
+        self.client_phase = C_HANDSHAKE
+        self.tls_early_data = b""
+
     def _client_handshake_data(self, data: bytes) -> bytes:
         if self.server_phase == S_CONNECT:
             raise ProtocolError("client sent data before the server greeting")
+        if self.client_phase == C_TLS:
+            raise ProtocolError("client data passed to the tracker during its TLS handshake")
         buf = self._take_handshake_packet(data, "handshake response")
         if buf is None:
             return b""
@@ -929,17 +971,36 @@ class ConnectionTracker:
         rest = bytes(buf[4 + length :])
         seq, payload = buf[3], bytes(buf[4 : 4 + length])
         if seq != self._client_seq:
-            raise ProtocolError(f"handshake response has sequence id {seq}, expected 1")
+            raise ProtocolError(
+                f"handshake response has sequence id {seq}, expected {self._client_seq}"
+            )
         response = messages.parse_handshake_response(payload, self._original_server_capabilities)
         if response.is_ssl_request or response.capabilities & Capability.CLIENT_SSL:
-            raise UnsupportedFeature("the client asked for TLS, which this proxy does not offer")
-        if response.capabilities & Capability.CLIENT_COMPRESS:
-            raise UnsupportedFeature(
-                "the client asked for compression, which this proxy does not offer"
-            )
-        rewritten = messages.mask_handshake_response(payload, self.masked_capabilities)
+            if not self.server_capabilities & Capability.CLIENT_SSL:
+                raise UnsupportedFeature(
+                    "the client asked for TLS, which this proxy does not offer"
+                )
+            if response.is_ssl_request:
+                if self.client_tls:
+                    raise ProtocolError("a second SSLRequest")
+                self.client_tls = True
+                self.client_phase = C_TLS
+                self._client_seq = (seq + 1) & 0xFF
+                self.tls_early_data = rest
+                return b""
+            if not self.client_tls:
+                raise ProtocolError("handshake response with CLIENT_SSL but no SSLRequest")
+        if int(response.capabilities) & ~int(self.server_capabilities) & _COMPRESS:
+            # Masked (the Lua engine masks it) or not offered by the server: the frames
+            # that would follow could be read by no one on this connection.
+            raise UnsupportedFeature("the client asked for compression, which was not offered")
+        rewritten = messages.with_ssl_flag(
+            messages.mask_handshake_response(payload, self.masked_capabilities),
+            self.backend_tls,
+        )
         self.capabilities = Capability(int(response.capabilities) & int(self.server_capabilities))
         self._deprecate_eof = bool(int(self.capabilities) & _DEPRECATE_EOF)
+        self._query_attributes = bool(int(self.capabilities) & _QUERY_ATTRIBUTES)
         self.user = response.username
         self.schema = response.database
         self.client_phase = C_AUTH
@@ -980,6 +1041,10 @@ class ConnectionTracker:
                 self._complete(cmd)
             else:
                 self.authenticated = True
+                self.compressed = bool(int(self.capabilities) & _COMPRESS)
+                self._client.check_continuations = self._server.check_continuations = (
+                    not self.compressed
+                )
                 ok = messages.parse_ok(payload, self.capabilities)
                 if ok.schema is not None:
                     self.schema = ok.schema
@@ -1028,7 +1093,7 @@ class ConnectionTracker:
                 raise ProtocolError(f"command packet has sequence id {seq}, expected 0")
             self._start_command(payload, length, seq, wire_bytes)
         elif phase == C_AUTH:
-            if seq != self._client_seq:
+            if seq != self._client_seq and not self.compressed:
                 raise ProtocolError(
                     f"auth packet has sequence id {seq}, expected {self._client_seq}"
                 )
@@ -1036,7 +1101,7 @@ class ConnectionTracker:
             if self._queue:  # answering COM_CHANGE_USER's auth switch: the command's bytes
                 self._queue[0].bytes_received += wire_bytes
         elif phase == C_INFILE:
-            if seq != self._client_seq:
+            if seq != self._client_seq and not self.compressed:
                 raise ProtocolError(
                     f"file data packet has sequence id {seq}, expected {self._client_seq}"
                 )
@@ -1072,10 +1137,26 @@ class ConnectionTracker:
                 cmd.change_user = messages.parse_change_user(payload, self.capabilities)
             except ProtocolError:
                 cmd.change_user = None  # the server will refuse it
+        elif self._query_attributes and code == _COM_QUERY:
+            if len(payload) > 2 and payload[1] == 0 and payload[2] < 0xFB:
+                cmd.text_start = 3  # no attributes: parameter_count 0, parameter_set_count
+            else:
+                self._read_query_attributes(cmd)
         queue_was_empty = not self._queue
         self._queue.append(cmd)
         if queue_was_empty:
             self._begin_response(cmd)
+
+    def _read_query_attributes(self, cmd: _Command) -> None:
+        try:
+            request = messages.parse_query(cmd.payload, True)
+        except ProtocolError:
+            # Malformed (the server refuses it with an ERR) or cut at the capture limit:
+            # no text can be told apart from the attributes.
+            cmd.text_start = len(cmd.payload)
+            return
+        cmd.text_start = request.sql_offset
+        cmd.attributes = request.attributes or None
 
     def _bind_statement(self, cmd: _Command) -> None:
         """Remember the parameter types and long data a statement command carries; the
@@ -1099,6 +1180,17 @@ class ConnectionTracker:
                 statement.long_data[param] = (previous + data)[:MAX_CAPTURED_LONG_DATA]
             return
         n = statement.num_params
+        if self._query_attributes:
+            # A parameter count, and a name after each type: read the whole packet.
+            try:
+                request = messages.parse_execute(
+                    payload, n, statement.param_types, statement.long_data, True
+                )
+            except ProtocolError:
+                return
+            if request.param_types:
+                statement.param_types = request.param_types
+            return
         bound_at = 10 + (n + 7) // 8
         if n and len(payload) > bound_at and payload[bound_at] == 1:
             types = payload[bound_at + 1 : bound_at + 1 + 2 * n]
@@ -1156,12 +1248,15 @@ class ConnectionTracker:
         if code == _COM_INIT_DB:
             self.schema = cmd.payload[1:].decode("utf-8", "replace")
         elif code == _COM_QUERY:
-            if (
-                cmd.new_schema is None
-                and len(cmd.payload) <= MAX_SCHEMA_SCAN
-                and _SCHEMA_WORDS.search(cmd.payload, 1)
-            ):
-                self.schema = schema_after(cmd.payload[1:], self.schema)
+            if cmd.new_schema is None and len(cmd.payload) <= MAX_SCHEMA_SCAN:
+                # (Searched from pos 1 without a copy when there are no attributes: the
+                # command byte is no word character. An attribute's value may be, and
+                # would hide a word boundary from \b.)
+                start = cmd.text_start
+                if _SCHEMA_WORDS.search(cmd.payload, 1) if start == 1 else (
+                    _SCHEMA_WORDS.search(cmd.payload[start:])
+                ):
+                    self.schema = schema_after(cmd.payload[start:], self.schema)
         elif code == _COM_RESET_CONNECTION:
             self.statements.clear()
         if cmd.new_schema is not None:
@@ -1181,7 +1276,7 @@ class ConnectionTracker:
             Command.COM_CREATE_DB,
             Command.COM_DROP_DB,
         ):
-            raw = cmd.payload[1:]
+            raw = cmd.payload[cmd.text_start :]
             if code == Command.COM_FIELD_LIST:
                 raw = raw.split(b"\x00", 1)[0]
             return raw.decode("utf-8", "backslashreplace"), truncated
@@ -1193,20 +1288,24 @@ class ConnectionTracker:
             return cmd.change_user.username, False
         return "", truncated
 
-    def _params(self, cmd: _Command) -> tuple[ParamValue, ...] | None:
+    def _params(
+        self, cmd: _Command
+    ) -> tuple[tuple[ParamValue, ...] | None, QueryAttributes | None]:
+        """COM_STMT_EXECUTE's parameters and query attributes; COM_QUERY's attributes."""
         statement = cmd.statement
         if cmd.code != Command.COM_STMT_EXECUTE or statement is None:
-            return None
+            return None, cmd.attributes
         try:
             request = messages.parse_execute(
                 cmd.payload,
                 statement.num_params,
                 statement.param_types,
                 statement.long_data,
+                self._query_attributes,
             )
         except ProtocolError:
-            return None  # truncated capture or a packet the server refused
-        return request.params
+            return None, None  # truncated capture or a packet the server refused
+        return request.params, request.attributes or None
 
     def _event(self, cmd: _Command, now: int) -> QueryEvent:
         text, truncated = self._command_text(cmd)
@@ -1218,6 +1317,7 @@ class ConnectionTracker:
             statement_id = self._prepared_statement_id
         first_byte_us = (first - cmd.started_ns) // 1000
         duration_us = (now - cmd.started_ns) // 1000
+        params, attributes = self._params(cmd)
         # Positional, in QueryEvent's field order, through the fast constructor.
         return _new_query_event(
             (
@@ -1231,7 +1331,7 @@ class ConnectionTracker:
                 cmd.code,
                 text,
                 statement_id,
-                self._params(cmd),
+                params,
                 first_byte_us if first_byte_us > 0 else 0,
                 duration_us if duration_us > 0 else 0,
                 cmd.rows_sent,
@@ -1246,5 +1346,6 @@ class ConnectionTracker:
                 _status_flags(cmd.status | cmd.index_flags),
                 cmd.result_sets,
                 truncated,
+                attributes,
             )
         )

@@ -19,6 +19,7 @@ from mysqlproxy.proxy.backends import Address, Backend
 from mysqlproxy.proxy.limits import DEFAULT_MAX_PACKET_SIZE, Limits
 from mysqlproxy.proxy.server import ListenError, ProxyServer
 from mysqlproxy.proxy.tasks import spawn
+from mysqlproxy.proxy.tls import BackendTls, ClientTls
 from mysqlproxy.querylog.formats import format_slowlog_header
 from mysqlproxy.querylog.window import QueryLog, WindowSpec
 
@@ -53,6 +54,10 @@ class ProxyConfig:
     print_queries: bool = False
     metrics: Address | None = None
     extra_addons: list[object] = field(default_factory=list)
+    client_tls: ClientTls | None = None  # None: CLIENT_SSL is not offered to clients
+    backend_tls: BackendTls = field(default_factory=BackendTls)
+    lua_script: str | None = None  # run mysql-proxy 0.8 Lua hooks (lua_compat) instead
+    lua_hook_time_limit: float = 5.0
 
 
 class ProxyApp:
@@ -64,10 +69,28 @@ class ProxyApp:
         self.addons = AddonManager()
         self.server = ProxyServer(
             config.listen,
-            Backend(config.backend, config.connect_timeout),
+            Backend(config.backend, config.connect_timeout, config.backend_tls),
             self.addons,
             Limits(config.max_connections, config.idle_timeout, config.max_packet_size),
+            config.client_tls,
         )
+        if config.lua_script is not None:
+            # The Lua engine serves the clients; logging, admin and metrics observe it
+            # through the same addons and the same server interface.
+            from lua_compat.engine import LuaProxy, LuaProxyOptions
+
+            if config.client_tls is not None:
+                log.warning("--lua-script: the Lua engine offers clients no TLS")
+            self.server = LuaProxy(  # type: ignore[assignment]
+                LuaProxyOptions(
+                    listen=list(config.listen),
+                    backends=[config.backend],
+                    script=config.lua_script,
+                    connect_timeout=config.connect_timeout,
+                    addons=self.addons,
+                    hook_time_limit=config.lua_hook_time_limit,
+                )
+            )
         listen = ", ".join(str(a) for a in config.listen)
         self.query_log = QueryLog(
             self.addons,

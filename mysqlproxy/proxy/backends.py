@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from mysqlproxy.proxy.tls import BackendTls
 
 
 class AddressError(ValueError):
@@ -83,3 +85,4 @@ class Backend:
 
     address: Address
     connect_timeout: float = 5.0
+    tls: BackendTls = field(default_factory=BackendTls)  # when and how the leg uses TLS

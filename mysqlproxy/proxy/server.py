@@ -18,6 +18,7 @@ from mysqlproxy.proxy.backends import Address, Backend
 from mysqlproxy.proxy.limits import Limits
 from mysqlproxy.proxy.session import Session
 from mysqlproxy.proxy.tasks import spawn
+from mysqlproxy.proxy.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,13 @@ class ProxyServer:
         backend: Backend,
         addons: AddonManager | None = None,
         limits: Limits | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.listen = list(listen)
         self.backend = backend
         self.addons = addons or AddonManager()
         self.limits = limits if limits is not None else Limits()
+        self.tls = tls  # TLS toward clients (None: CLIENT_SSL not offered)
         self.connections_refused = 0  # over max_connections, since start
         self._refusing = False  # at max_connections (logged once per episode)
         self._idle_sweep: asyncio.Task[None] | None = None
@@ -87,7 +90,7 @@ class ProxyServer:
         connection_id = self._next_connection_id
         self._next_connection_id += 1
         session = Session(
-            connection_id, self.backend, self.addons, self._session_closed, self.limits
+            connection_id, self.backend, self.addons, self._session_closed, self.limits, self.tls
         )
         self.sessions.add(session)
         self._all_closed.clear()

@@ -23,14 +23,22 @@ from mysqlproxy.hooks import (
     ConnectionOpened,
 )
 from mysqlproxy.protocol import events as tracker_events
-from mysqlproxy.protocol.constants import Command, ErrorCode
+from mysqlproxy.protocol.auth_sequence import AuthSequenceShift
+from mysqlproxy.protocol.compression import CompressedLink, encode_frames
+from mysqlproxy.protocol.constants import Capability, Command, ErrorCode
 from mysqlproxy.protocol.errors import PacketTooLarge, ProtocolError, UnsupportedFeature
-from mysqlproxy.protocol.messages import encode_err
+from mysqlproxy.protocol.messages import encode_err, ssl_request_for
 from mysqlproxy.protocol.packets import encode_packet
-from mysqlproxy.protocol.tracker import C_COMMAND, S_CONNECT, ConnectionTracker
+from mysqlproxy.protocol.tracker import C_AUTH, C_COMMAND, C_TLS, S_CONNECT, ConnectionTracker
 from mysqlproxy.proxy.backends import Backend
 from mysqlproxy.proxy.limits import Limits
 from mysqlproxy.proxy.tasks import spawn
+from mysqlproxy.proxy.tls import (
+    BackendTlsMode,
+    ClientTls,
+    describe_tls_error,
+    feed_after_start_tls,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,6 +55,12 @@ LINGER_SECONDS = 2.0
 # MySQL's own words for ER_NET_PACKET_TOO_LARGE (clients and pools match on them).
 PACKET_TOO_LARGE_MESSAGE = "Got a packet bigger than 'max_allowed_packet' bytes"
 _COM_QUIT_PACKET = encode_packet(0, bytes((Command.COM_QUIT,)))
+# MySQL's own words for ER_SECURE_TRANSPORT_REQUIRED (--require-tls refusing a plain client).
+SECURE_TRANSPORT_MESSAGE = (
+    "Connections using insecure transport are prohibited while --require_secure_transport=ON."
+)
+# How long a client has to finish the TLS handshake its SSLRequest announced.
+CLIENT_TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 def _peer_name(transport: asyncio.BaseTransport) -> str:
@@ -94,6 +108,7 @@ class Session:
         addons: AddonManager,
         on_closed: Callable[[Session], None],
         limits: Limits | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.connection_id = connection_id
         self.backend = backend
@@ -118,6 +133,19 @@ class Session:
         # An ERR to send once the commands before an oversized packet are answered.
         self._deferred_refusal: tuple[int, int, str, str] | None = None
         self._linger = False  # end the client leg with a lingering close (see _refuse)
+        # CLIENT_COMPRESS framing on both legs, from the OK that ends authentication.
+        self._compression: CompressedLink | None = None
+        # TLS (see _handshake_to_server). The relay checks _handshaking once per chunk.
+        self.tls = tls  # toward the client; None: CLIENT_SSL is not offered
+        self.client_tls = False  # the client leg is TLS now
+        self.backend_tls = False  # the backend leg is TLS now
+        self._handshaking = True  # until authentication ends
+        self._tls_decided = False  # the backend's greeting has been seen
+        self._backend_offers_tls = False
+        self._response_seen = False  # the client's handshake response has passed
+        self._seq_shift: AuthSequenceShift | None = None  # when only one leg uses TLS
+        self._raw_server: asyncio.Transport | None = None  # during the backend's upgrade
+        self._tls_task: asyncio.Task[None] | None = None
 
     # --- set-up ------------------------------------------------------------------
 
@@ -134,6 +162,7 @@ class Session:
             self.client_address,
             str(self.backend.address),
             emit_query_events=self.addons.wants_query_events,
+            offered_capabilities=Capability.CLIENT_SSL if self.tls else Capability(0),
         )
         # Nothing is expected from the client before the greeting; hold it meanwhile.
         transport.pause_reading()
@@ -183,9 +212,13 @@ class Session:
     def _backend_unreachable(self, reason: str) -> None:
         message = f"mysqlproxy: cannot connect to backend {self.backend.address}: {reason}"
         log.warning("connection %d from %s: %s", self.connection_id, self.client_address, message)
-        self._refuse(0, ErrorCode.CR_CONN_HOST_ERROR, message, "HY000")
+        # ER_HANDSHAKE_ERROR with SQLSTATE 08S01 (communication link failure: drivers and
+        # pools treat the 08 class as a connection error), not 2003: codes 2000-2999
+        # belong to client libraries, and libmariadb (the mariadb CLI) replaces one sent
+        # by a server with "Received malformed packet", losing the reason.
+        self._refuse(0, ErrorCode.ER_HANDSHAKE_ERROR, message, "08S01")
         self.addons.trigger(
-            AuthenticationFailed(self.info(), int(ErrorCode.CR_CONN_HOST_ERROR), message)
+            AuthenticationFailed(self.info(), int(ErrorCode.ER_HANDSHAKE_ERROR), message)
         )
 
     def _greeting_timed_out(self) -> None:
@@ -209,6 +242,9 @@ class Session:
         self.client_reads += 1
         tracker.emit_query_events = self.addons.wants_query_events
         tracker.max_packet_size = self.limits.max_packet_size
+        if self._compression is not None:
+            self._compressed_client_data(self._compression, tracker, server, data)
+            return
         try:
             out = tracker.client_data(data)
         except PacketTooLarge as exc:
@@ -220,8 +256,42 @@ class Session:
         except ProtocolError as exc:
             self.close(f"malformed data from client: {exc}")
             return
+        if self._handshaking:
+            out = self._handshake_to_server(tracker, server, out)
         if out:
             server.write(out)
+        if tracker.events:
+            self._dispatch(tracker)
+
+    def _compressed_client_data(
+        self,
+        link: CompressedLink,
+        tracker: ConnectionTracker,
+        server: asyncio.Transport,
+        data: bytes,
+    ) -> None:
+        """Client bytes under CLIENT_COMPRESS: each complete frame's plain bytes go through
+        the tracker, then the frame goes to the server as it came (see
+        protocol/compression.py for why it is not re-compressed)."""
+        sequence_id = 0
+        try:
+            for frame in link.client_frames(data):
+                sequence_id = frame.sequence_id
+                out = tracker.client_data(frame.payload)
+                server.write(
+                    frame.wire if out is frame.payload else encode_frames(sequence_id, out)
+                )
+        except PacketTooLarge as exc:
+            if exc.forward:  # the complete packets before the oversized one, in its frame
+                exc.forward = encode_frames(sequence_id, exc.forward)
+            self._packet_too_large(tracker, server, exc)
+            return
+        except UnsupportedFeature as exc:
+            self._refuse(2, ErrorCode.ER_NOT_SUPPORTED_YET, f"mysqlproxy: {exc}", "08004")
+            return
+        except ProtocolError as exc:
+            self.close(f"malformed data from client: {exc}")
+            return
         if tracker.events:
             self._dispatch(tracker)
 
@@ -229,20 +299,189 @@ class Session:
         tracker, client = self.tracker, self.client
         if self.closed or tracker is None or client is None:
             return
+        if self._seq_shift is not None:  # only in the auth phase, one leg TLS
+            data = self._seq_shift.to_client(data)
+        link = self._compression
         try:
-            out = tracker.server_data(data)
+            if link is not None:
+                for frame in link.server_frames(data):
+                    out = tracker.server_data(frame.payload)
+                    client.write(
+                        frame.wire if out is frame.payload
+                        else encode_frames(frame.sequence_id, out)
+                    )
+                out = b""
+            else:
+                out = tracker.server_data(data)
         except ProtocolError as exc:
             if tracker.server_phase == S_CONNECT:  # nothing relayed yet: say why in an ERR
                 self._backend_unreachable(f"malformed greeting: {exc}")
             else:
                 self.close(f"malformed data from server: {exc}")
             return
+        if self._handshaking:
+            self._handshake_from_server(tracker)
         if out:
             client.write(out)
+            if tracker.compressed and link is None:
+                # That was the OK ending authentication: frames from now on, both ways.
+                self._compression = CompressedLink()
         if tracker.events:
             self._dispatch(tracker)
         if self.close_when_idle:
             self._close_if_done(tracker)
+
+    # --- TLS and the authentication phase --------------------------------------------
+
+    def _handshake_from_server(self, tracker: ConnectionTracker) -> None:
+        """After a server chunk of the connection phase: once the greeting is known,
+        decide whether the backend leg will use TLS (the as-client mode waits for the
+        client's first packet); once authentication has ended, stop looking."""
+        greeting = tracker.greeting
+        if greeting is not None and not self._tls_decided:
+            self._tls_decided = True
+            offers = bool(greeting.capabilities & Capability.CLIENT_SSL)
+            self._backend_offers_tls = offers
+            mode = self.backend.tls.mode
+            tracker.backend_tls = mode.always or (mode is BackendTlsMode.PREFERRED and offers)
+        if tracker.client_phase >= C_COMMAND:  # authenticated, or refused
+            self._handshaking = False
+            self._seq_shift = None
+
+    def _handshake_to_server(
+        self, tracker: ConnectionTracker, server: asyncio.Transport, out: bytes
+    ) -> bytes:
+        """Client bytes of the connection phase, after the tracker. After an SSLRequest,
+        TLS starts on the client leg. After the handshake response: a plain client is
+        refused if TLS is required; TLS starts on the backend leg if it is to use it,
+        and the response waits for it; if only one leg uses TLS, the auth phase is
+        renumbered. Returns what to send to the server now."""
+        if tracker.client_phase == C_TLS:
+            if self.backend.tls.mode is BackendTlsMode.AS_CLIENT:
+                tracker.backend_tls = self._backend_offers_tls
+            early, tracker.tls_early_data = tracker.tls_early_data, b""
+            client = self.client
+            assert client is not None
+            client.pause_reading()  # what follows is TLS, for start_tls alone
+            self._tls_task = spawn(
+                self._client_tls(client, early), f"client-tls-{self.connection_id}"
+            )
+            return b""
+        if not self._response_seen and tracker.client_phase == C_AUTH:
+            self._response_seen = True
+            reply_seq = 3 if tracker.client_tls else 2
+            if self.tls is not None and self.tls.required and not tracker.client_tls:
+                self._refuse(
+                    reply_seq,
+                    ErrorCode.ER_SECURE_TRANSPORT_REQUIRED,
+                    SECURE_TRANSPORT_MESSAGE,
+                    "HY000",
+                )
+                return b""
+            if tracker.backend_tls and not self._backend_offers_tls:
+                self._backend_tls_failed(
+                    reply_seq,
+                    "the server does not offer TLS, which "
+                    f"--backend-tls {self.backend.tls.mode} requires",
+                )
+                return b""
+            offset = int(tracker.backend_tls) - int(tracker.client_tls)
+            if offset:
+                self._seq_shift = AuthSequenceShift(offset)
+            if tracker.backend_tls:
+                held = self._seq_shift.to_server(out) if self._seq_shift is not None else out
+                # Until the backend leg is TLS, client bytes wait in _pending_client_data.
+                self.server = None
+                self._raw_server = server
+                self._tls_task = spawn(
+                    self._backend_tls_upgrade(server, held, reply_seq),
+                    f"backend-tls-{self.connection_id}",
+                )
+                return b""
+        if self._seq_shift is not None:
+            return self._seq_shift.to_server(out)
+        return out
+
+    async def _client_tls(self, raw: asyncio.Transport, early: bytes) -> None:
+        """Terminate TLS on the client leg (the client sent an SSLRequest)."""
+        tls, tracker = self.tls, self.tracker
+        assert tls is not None and tracker is not None
+        loop = asyncio.get_running_loop()
+        if early:  # the start of the TLS handshake came in the SSLRequest's chunk
+            loop.call_soon(feed_after_start_tls, raw, early, raw.get_protocol())
+        leg = _TlsClientLeg(self)
+        try:
+            transport = await loop.start_tls(
+                raw,
+                leg,
+                tls.context,
+                server_side=True,
+                ssl_handshake_timeout=CLIENT_TLS_HANDSHAKE_TIMEOUT,
+            )
+        except Exception as exc:  # whatever went wrong, it ends this connection only
+            self.close(f"TLS handshake with the client failed: {describe_tls_error(exc)}")
+            return
+        if transport is None or self.closed:
+            if transport is not None:
+                transport.abort()
+            return
+        self.client = transport
+        self.client_tls = True
+        self.client.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        tracker.tls_established()
+        leg.release()
+
+    async def _backend_tls_upgrade(
+        self, raw: asyncio.Transport, held: bytes, reply_seq: int
+    ) -> None:
+        """Send our SSLRequest to the backend, upgrade the leg, then send the handshake
+        response (`held`, numbered for the backend leg)."""
+        loop = asyncio.get_running_loop()
+        backend = self.backend
+        address = backend.address
+        raw.write(encode_packet(1, ssl_request_for(held[4:])))
+        try:
+            transport = await loop.start_tls(
+                raw,
+                _Leg(self, is_client=False),
+                backend.tls.ssl_context,
+                server_hostname=address.host if address.unix_path is None else None,
+                ssl_handshake_timeout=backend.connect_timeout,
+            )
+        except Exception as exc:  # a refused certificate most often: the client is told
+            if not self.closed:
+                self._backend_tls_failed(reply_seq, describe_tls_error(exc))
+            self._raw_server = None
+            return
+        self._raw_server = None
+        if transport is None or self.closed:
+            if transport is not None:
+                transport.abort()
+            return
+        server = transport
+        self.server = server
+        self.backend_tls = True
+        server.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        server.write(held)
+        pending, self._pending_client_data = self._pending_client_data, []
+        for chunk in pending:
+            self.client_data(chunk)
+
+    def _backend_tls_failed(self, sequence_id: int, reason: str) -> None:
+        """Tell the client the backend leg's TLS failed. The words are those of the
+        client libraries' CR_SSL_CONNECTION_ERROR (2026), the code is the server's
+        ER_HANDSHAKE_ERROR: libmariadb (the mariadb CLI) turns any code of the client
+        range (2000-2999) sent by a server into "Received malformed packet", hiding
+        the message."""
+        message = (
+            f"SSL connection error: mysqlproxy: TLS to backend {self.backend.address} "
+            f"failed: {reason}"
+        )
+        log.warning("connection %d from %s: %s", self.connection_id, self.client_address, message)
+        self._refuse(sequence_id, ErrorCode.ER_HANDSHAKE_ERROR, message, "08S01")
+        self.addons.trigger(
+            AuthenticationFailed(self.info(), int(ErrorCode.ER_HANDSHAKE_ERROR), message)
+        )
 
     def _close_if_done(self, tracker: ConnectionTracker) -> None:
         """Once the commands in flight are answered: send the deferred refusal, or
@@ -300,8 +539,23 @@ class Session:
         elif now - self._idle_since >= timeout:
             server = self.server
             if tracker.idle and tracker.client_phase == C_COMMAND and not server.is_closing():
-                server.write(_COM_QUIT_PACKET)  # a clean goodbye: not an aborted connection
-            self.close(f"idle for {now - self._idle_since:.1f}s, idle_timeout is {timeout:g}s")
+                quit_packet = _COM_QUIT_PACKET
+                if self._compression is not None:
+                    quit_packet = self._compression.command_to_server(quit_packet)
+                server.write(quit_packet)  # a clean goodbye: not an aborted connection
+            reason = f"idle for {now - self._idle_since:.1f}s, idle_timeout is {timeout:g}s"
+            if tracker.idle and tracker.client_phase == C_COMMAND:
+                # As MySQL 8.0.24+ tells a client it disconnects for inactivity: an ERR
+                # with sequence id 0, where the next command's answer would start.
+                self._refuse(
+                    0,
+                    ErrorCode.ER_CLIENT_INTERACTION_TIMEOUT,
+                    "The client was disconnected by the server because of inactivity.",
+                    "HY000",
+                    reason=reason,
+                )
+            else:
+                self.close(reason)
 
     def _dispatch(self, tracker: ConnectionTracker) -> None:
         events, tracker.events = tracker.events, []
@@ -331,19 +585,32 @@ class Session:
     # --- teardown -----------------------------------------------------------------
 
     def _refuse(
-        self, sequence_id: int, code: int, message: str, sql_state: str, *, linger: bool = False
+        self,
+        sequence_id: int,
+        code: int,
+        message: str,
+        sql_state: str,
+        *,
+        linger: bool = False,
+        reason: str | None = None,
     ) -> None:
-        """Answer the client with an ERR packet, then close. With linger, the client's
-        socket is half-closed after the ERR and read (and dropped) until the client
-        closes or LINGER_SECONDS pass: for a client still sending what was refused."""
+        """Answer the client with an ERR packet, then close (the reason logged is the
+        message unless given). With linger, the client's socket is half-closed after the
+        ERR and read (and dropped) until the client closes or LINGER_SECONDS pass: for a
+        client still sending what was refused."""
         if self.client is not None and not self.client.is_closing():
-            self.client.write(encode_packet(sequence_id, encode_err(code, message, sql_state)))
+            err = encode_packet(sequence_id, encode_err(code, message, sql_state))
+            if self._compression is not None:
+                err = self._compression.reply_to_client(err)
+            self.client.write(err)
             self._linger = linger
-        self.close(message)
+        self.close(reason or message)
 
     def leg_lost(self, is_client: bool, exc: Exception | None) -> None:
         if self.closed:
             return
+        if not is_client and self._raw_server is not None:
+            return  # during its TLS handshake: _backend_tls_upgrade tells the client
         side = "client" if is_client else "server"
         tracker = self.tracker
         if not is_client and tracker is not None and tracker.server_phase == S_CONNECT:
@@ -383,6 +650,8 @@ class Session:
         if self._greeting_timer is not None:
             self._greeting_timer.cancel()
             self._greeting_timer = None
+        if self._raw_server is not None:  # its TLS handshake was under way
+            self._raw_server.close()
         for transport in (self.client, self.server):
             if transport is not None and not transport.is_closing():
                 if self._linger and transport is self.client:
@@ -420,6 +689,27 @@ class Session:
             server_version=tracker.greeting.server_version if tracker and tracker.greeting else "",
             connected_at=self.connected_at,
         )
+
+
+class _TlsClientLeg(_Leg):
+    """The client leg once TLS is up. asyncio's TLS protocol hands over the bytes that
+    came with the end of the handshake (a client's handshake response, often) before
+    start_tls has returned to the session: those wait for release()."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session, is_client=True)
+        self.early: list[bytes] | None = []
+
+    def data_received(self, data: bytes) -> None:
+        if self.early is not None:
+            self.early.append(data)
+        else:
+            self.session.client_data(data)
+
+    def release(self) -> None:
+        early, self.early = self.early, None
+        for chunk in early or ():
+            self.session.client_data(chunk)
 
 
 class _ClientLeg(_Leg):

@@ -304,6 +304,10 @@ def event_dict(event: QueryEvent) -> dict[str, Any]:
         "in_transaction": event.in_transaction,
         "result_sets": event.result_sets,
         "truncated": event.truncated,
+        # [name, value] pairs, in the order sent (names may repeat); null when none.
+        "query_attributes": None
+        if event.query_attributes is None
+        else [[name, _json_value(value)] for name, value in event.query_attributes],
     }
 
 

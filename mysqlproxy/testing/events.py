@@ -36,6 +36,8 @@ def make_query_event(**changes: Any) -> QueryEvent:
         bytes_sent=300,
         status=ServerStatus.SERVER_STATUS_AUTOCOMMIT,
         result_sets=1,
+        truncated=False,
+        query_attributes=None,
     )
     fields.update(changes)
     return QueryEvent(**fields)

@@ -74,12 +74,13 @@ from mysqlproxy.proxy.backends import Address
 from mysqlproxy.testing.loopthread import running_on_loop_thread
 from mysqlproxy.testing.packets import MYSQL_SERVER_CAPABILITIES
 
-# What a MySQL 8.0 server offers, less what the proxy masks anyway (TLS, compression,
-# query attributes...): leaving those out keeps the fake server honest about what it
-# can do. (REMEMBER_OPTIONS is a client-side flag.)
+# What a MySQL 8.0 server offers, less what the proxy masks anyway (TLS, compression...):
+# leaving those out keeps the fake server honest about what it can do. Query attributes
+# are offered (ReceivedCommand reads them). (REMEMBER_OPTIONS is a client-side flag.)
 DEFAULT_CAPABILITIES = Capability(
     int(MYSQL_SERVER_CAPABILITIES)
-    & ~int(MASKED_CAPABILITIES | Capability.CLIENT_REMEMBER_OPTIONS)
+    # The fake server does not speak the compressed protocol either.
+    & ~int(MASKED_CAPABILITIES | Capability.CLIENT_COMPRESS | Capability.CLIENT_REMEMBER_OPTIONS)
 )
 DEFAULT_SERVER_VERSION = "8.0.36-fake"
 _UTF8MB4_GENERAL_CI = 45
@@ -147,7 +148,18 @@ class ReceivedCommand:
         """The statement text of a COM_QUERY, else None."""
         if self.command != Command.COM_QUERY:
             return None
-        return self.payload[1:].decode("utf-8", "replace")
+        return self._query_request().sql.decode("utf-8", "replace")
+
+    @property
+    def query_attributes(self) -> messages.QueryAttributes:
+        """The query attributes a COM_QUERY carried (CLIENT_QUERY_ATTRIBUTES)."""
+        if self.command != Command.COM_QUERY:
+            return ()
+        return self._query_request().attributes
+
+    def _query_request(self) -> messages.QueryRequest:
+        attributes = bool(self.capabilities & Capability.CLIENT_QUERY_ATTRIBUTES)
+        return messages.parse_query(self.payload, attributes)
 
     @property
     def deprecate_eof(self) -> bool:

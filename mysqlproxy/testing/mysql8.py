@@ -8,15 +8,21 @@ answers, or they are refused):
 - caching_sha2_password (the greeting's default plugin, as in MySQL 8): fast auth
   against a cache of SHA256(SHA256(password)) -> AuthMoreData 0x03, then OK; a cold
   cache -> AuthMoreData 0x04 (perform full authentication), then either a cleartext
-  password (refused: acceptable only over TLS, and this server has no TLS) or the
-  client's public key request (0x02) -> AuthMoreData with the PEM public key, then the
-  RSA-OAEP encrypted (password XOR scramble) -> checked -> OK, and the cache is warm.
-- sha256_password: the client asks for the key (0x01) -> PEM key -> RSA exchange.
+  password (accepted over TLS only, as MySQL does) or the client's public key request
+  (0x02) -> AuthMoreData with the PEM public key, then the RSA-OAEP encrypted
+  (password XOR scramble) -> checked -> OK, and the cache is warm.
+- sha256_password: over TLS the password in clear; otherwise the client asks for the
+  key (0x01) -> PEM key -> RSA exchange.
+- TLS, when given an SSL context (`tls=`): CLIENT_SSL is offered, and an SSLRequest is
+  followed by a TLS handshake, then the handshake response at sequence id 2.
 - mysql_native_password: the SHA1 scramble.
 - Auth switch: a user whose plugin is not the one the client answered with gets an
   AuthSwitchRequest (0xFE) with a fresh scramble.
 - COM_CHANGE_USER, with the same plugins and switches.
 - A wrong password (or unknown user) -> ERR 1045, ER_ACCESS_DENIED_ERROR.
+- Query attributes (CLIENT_QUERY_ATTRIBUTES, MySQL 8.0.23+) are offered; commands are
+  answered by the script as in `fakeserver`, whose ReceivedCommand reads the attributes
+  and the text of each COM_QUERY (`.query_attributes`, `.query`).
 
     with running_mysql8({"alice": Account(CACHING_SHA2_PASSWORD, "secret")}) as fake:
         pymysql.connect(port=fake.address.port, user="alice", password="secret")
@@ -28,8 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
+import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +51,7 @@ from mysqlproxy.protocol.errors import ProtocolError
 from mysqlproxy.protocol.messages import Greeting
 from mysqlproxy.protocol.packets import encode_packet
 from mysqlproxy.proxy.backends import Address
+from mysqlproxy.proxy.tls import feed_after_start_tls
 from mysqlproxy.testing.fakeserver import (
     Close,
     FakeConnection,
@@ -92,10 +101,11 @@ class Login:
 
     user: str
     plugin: str  # the plugin that decided
-    path: str  # "native", "fast", "full-rsa", "rsa", "cleartext-refused", "empty", ...
+    path: str  # "native", "fast", "full-rsa", "full-tls", "rsa", "cleartext-refused", ...
     switched: bool  # an AuthSwitchRequest was sent
     success: bool
     change_user: bool = False
+    secure: bool = False  # the connection was TLS
 
 
 def _nonce() -> bytes:
@@ -114,8 +124,15 @@ class FakeMySQL8(FakeServer):
         *,
         default_plugin: str = auth.CACHING_SHA2_PASSWORD,
         listen: Address | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(script, greeting=make_greeting(auth_plugin=default_plugin), listen=listen)
+        greeting = make_greeting(auth_plugin=default_plugin)
+        if tls is not None:
+            greeting = dataclasses.replace(
+                greeting, capabilities=greeting.capabilities | Capability.CLIENT_SSL
+            )
+        super().__init__(script, greeting=greeting, listen=listen)
+        self.tls = tls
         self.accounts = dict(accounts)
         self.keys = rsa_keys()
         self.sha2_cache: dict[str, bytes] = {}
@@ -144,6 +161,7 @@ class FakeMySQL8(FakeServer):
 
 class _MySQL8Conversation(_Conversation):
     server: FakeMySQL8
+    secure = False  # the connection is TLS (after an SSLRequest)
 
     async def run(self) -> None:
         server = self.server
@@ -162,6 +180,10 @@ class _MySQL8Conversation(_Conversation):
         await self.writer.drain()
         seq, payload = await self._read_packet()
         response = messages.parse_handshake_response(payload, greeting.capabilities)
+        if response.is_ssl_request:
+            await self._start_tls()
+            seq, payload = await self._read_packet()
+            response = messages.parse_handshake_response(payload, greeting.capabilities)
         self.conn.handshake = response
         self.capabilities = response.capabilities & greeting.capabilities
         self.next_seq = seq + 1
@@ -185,6 +207,19 @@ class _MySQL8Conversation(_Conversation):
                     await self._send(_access_denied(user))
                 continue
             await self._send(server.reply_for(command))
+
+    async def _start_tls(self) -> None:
+        context = self.server.tls
+        if context is None:
+            raise ProtocolError("SSLRequest, and CLIENT_SSL was not offered")
+        raw = self.writer.transport
+        early = self.packets.take_pending()  # a ClientHello sent right behind the request
+        if early:
+            asyncio.get_running_loop().call_soon(
+                feed_after_start_tls, raw, early, raw.get_protocol()
+            )
+        await self.writer.start_tls(context)
+        self.secure = True
 
     def _parse_change_user(self, payload: bytes) -> tuple[str, bytes, str | None]:
         user, pos = wire.read_nul_bytes(payload, 1)
@@ -219,7 +254,9 @@ class _MySQL8Conversation(_Conversation):
         password = account.password.encode()
 
         def done(path: str, success: bool) -> bool:
-            server.logins.append(Login(user, account.plugin, path, switched, success, change_user))
+            server.logins.append(
+                Login(user, account.plugin, path, switched, success, change_user, self.secure)
+            )
             return success
 
         if account.plugin == auth.NATIVE_PASSWORD:
@@ -237,8 +274,13 @@ class _MySQL8Conversation(_Conversation):
             await self._send(b"\x01" + bytes([auth.PERFORM_FULL_AUTHENTICATION]))
             answer = await self._read_auth()
             if answer != bytes([auth.REQUEST_PUBLIC_KEY]):
-                # A cleartext password: acceptable over TLS only, and there is no TLS.
-                return done("cleartext-refused", False)
+                # A cleartext password (NUL-terminated): acceptable over TLS only.
+                if not self.secure:
+                    return done("cleartext-refused", False)
+                success = answer.rstrip(b"\x00") == password
+                if success:
+                    server.sha2_cache[user] = auth.caching_sha2_hash(password)
+                return done("full-tls", success)
             await self._send(b"\x01" + server.keys.public_pem)
             encrypted = await self._read_auth()
             success = self._decrypt(encrypted, nonce) == password
@@ -246,6 +288,8 @@ class _MySQL8Conversation(_Conversation):
                 server.sha2_cache[user] = auth.caching_sha2_hash(password)
             return done("full-rsa", success)
         if account.plugin == auth.SHA256_PASSWORD:
+            if self.secure and response != b"\x01":
+                return done("tls-cleartext", response.rstrip(b"\x00") == password)
             if response == b"\x01":  # the client asks for the public key
                 await self._send(b"\x01" + server.keys.public_pem)
                 response = await self._read_auth()

@@ -279,8 +279,12 @@ def auth_more_data(data: bytes) -> bytes:
 # --- commands ---------------------------------------------------------------------
 
 
-def com_query(sql: str | bytes) -> bytes:
-    return bytes((Command.COM_QUERY,)) + (sql.encode() if isinstance(sql, str) else sql)
+def com_query(
+    sql: str | bytes, attributes: Sequence[tuple[str, ParamValue]] | None = None
+) -> bytes:
+    """COM_QUERY; `attributes` not None: as a client that negotiated
+    CLIENT_QUERY_ATTRIBUTES sends it (an empty list still adds the two counts)."""
+    return messages.encode_query(sql, attributes)
 
 
 def com_init_db(schema: str) -> bytes:
@@ -354,10 +358,12 @@ def com_stmt_execute(
     flags: int = 0,
     new_params_bound: bool = True,
     long_data: frozenset[int] = frozenset(),
+    query_attributes: Sequence[tuple[str, ParamValue]] | None = None,
 ) -> bytes:
-    """COM_STMT_EXECUTE; `param_types` are type | (0x8000 if unsigned)."""
+    """COM_STMT_EXECUTE; `param_types` are type | (0x8000 if unsigned). With
+    `query_attributes` not None, in the CLIENT_QUERY_ATTRIBUTES layout."""
     return messages.encode_execute(
-        statement_id, param_types, params, flags, new_params_bound, long_data
+        statement_id, param_types, params, flags, new_params_bound, long_data, query_attributes
     )
 
 

@@ -13,6 +13,7 @@ from mysqlproxy.protocol.events import QueryEvent
 from mysqlproxy.proxy.backends import Address, Backend
 from mysqlproxy.proxy.limits import Limits
 from mysqlproxy.proxy.server import ProxyServer
+from mysqlproxy.proxy.tls import BackendTls, ClientTls
 
 
 class EventRecorder:
@@ -70,15 +71,18 @@ class ProxyThread:
         addons: list[object] | None = None,
         use_uvloop: bool = True,
         limits: Limits | None = None,
+        tls: ClientTls | None = None,
+        backend_tls: BackendTls | None = None,
     ) -> None:
         self.recorder = EventRecorder()
         manager = AddonManager()
         manager.add(self.recorder, *(addons or []))
         self.server = ProxyServer(
             [listen or Address("127.0.0.1", 0)],
-            Backend(backend, connect_timeout),
+            Backend(backend, connect_timeout, backend_tls or BackendTls()),
             manager,
             limits,
+            tls,
         )
         self.use_uvloop = use_uvloop
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -197,6 +197,7 @@ def test_settings_table(admin: Admin, proxyproc: RunningProxy) -> None:
     assert [row["name"] for row in rows] == [
         "backend", "connect_timeout", "max_connections", "idle_timeout", "max_packet_size",
         "grace_period", "log_target", "log_queue_size", "ring_size", "print_queries",
+        "require_tls", "backend_tls",
     ]
     settings = {row["name"]: row["value"] for row in rows}
     assert settings["backend"] == str(proxyproc.backend)

@@ -49,9 +49,7 @@ MARIADB_GREETING = (
 )
 MARIADB_CAPS = Capability(0xF7FE | 0x01BF << 16 | 0x1D << 32)
 MARIADB_GREETING_MASKED = (
-    MARIADB_GREETING[:36]
-    + b"\xde\xf7"  # COMPRESS cleared
-    + MARIADB_GREETING[38:50]
+    MARIADB_GREETING[:50]  # COMPRESS kept: the relay decompresses
     + b"\x08\x00\x00\x00"  # of the extended capabilities, EXTENDED_METADATA only
     + MARIADB_GREETING[54:]
 )
@@ -70,9 +68,9 @@ MYSQL_GREETING = (
 )
 MYSQL_GREETING_MASKED = (
     MYSQL_GREETING[:21]
-    + b"\xdf\xf7"  # SSL and COMPRESS cleared
+    + b"\xff\xf7"  # SSL cleared (COMPRESS kept)
     + MYSQL_GREETING[23:26]
-    + b"\xff\x81"  # ZSTD, OPTIONAL_RESULTSET_METADATA, QUERY_ATTRIBUTES, MFA, EXTENSION...
+    + b"\xff\x89"  # ZSTD, OPTIONAL_RESULTSET_METADATA, MFA, EXTENSION... (QUERY_ATTRIBUTES kept)
     + MYSQL_GREETING[28:]
 )
 
@@ -137,7 +135,7 @@ def test_pre_41_greeting_ends_after_low_capabilities() -> None:
         "4.0.1", 1, b"abcdefgh", Capability(0x022C), 0, ServerStatus(0), ""
     )
     _, out = messages.mask_greeting(payload, MASKED_CAPABILITIES)
-    assert out == payload[:-2] + b"\x0c\x02"  # COMPRESS (0x20) cleared
+    assert out == payload  # nothing masked is offered (COMPRESS, 0x20, is kept)
 
 
 @pytest.mark.parametrize(
@@ -274,7 +272,7 @@ def test_parse_handshake_response_truncated(cut: int) -> None:
 
 def test_mask_handshake_response() -> None:
     payload = bytearray(MARIADB_CLIENT_RESPONSE)
-    payload[0:4] = (0x003AA286 | int(Capability.CLIENT_QUERY_ATTRIBUTES)).to_bytes(4, "little")
+    payload[0:4] = (0x003AA286 | int(Capability.MULTI_FACTOR_AUTHENTICATION)).to_bytes(4, "little")
     out = messages.mask_handshake_response(bytes(payload), MASKED_CAPABILITIES)
     expected = bytearray(MARIADB_CLIENT_RESPONSE)
     expected[28:32] = b"\x00\x00\x00\x00"

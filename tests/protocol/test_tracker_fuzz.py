@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mysqlproxy.protocol.constants import FieldType
+from mysqlproxy.protocol.constants import Capability, FieldType
 from mysqlproxy.protocol.errors import ProtocolError
 from mysqlproxy.protocol.messages import ParamValue
 from mysqlproxy.testing import packets as pk
@@ -124,6 +124,35 @@ def _login_variants() -> Iterator[tuple[str, list[Chunk]]]:
     refused.client(pk.handshake_response())
     refused.server(pk.err(1045, "Access denied"))
     yield "factory-refused", refused.chunks
+    # MySQL 8.0.23+ query attributes on COM_QUERY and COM_STMT_EXECUTE.
+    attributes = Conversation()
+    attributes.server(pk.greeting_mysql(auth_plugin=pk.NATIVE_PASSWORD))
+    attributes.client(
+        pk.handshake_response(pk.CLIENT_CAPABILITIES | Capability.CLIENT_QUERY_ATTRIBUTES)
+    )
+    attributes.server(pk.ok())
+    attributes.command(
+        pk.com_query("SELECT 1", [("trace", "x"), ("n", 7), ("none", None)]),
+        *pk.text_result_set(["1"], [[b"1"]], deprecate_eof=False),
+    )
+    attributes.command(pk.com_query("USE shop", []), pk.ok())
+    long_column = [Column("c", FieldType.MYSQL_TYPE_LONG)]
+    attributes.command(
+        pk.com_stmt_prepare("SELECT ?"),
+        *pk.prepare_response(1, ["?"], long_column, deprecate_eof=False),
+    )
+    attributes.command(
+        pk.com_stmt_execute(1, [FieldType.MYSQL_TYPE_LONG], [5], query_attributes=[("t", "y")]),
+        *pk.binary_result_set(long_column, [[5]], deprecate_eof=False),
+    )
+    attributes.command(
+        pk.com_stmt_execute(
+            1, [FieldType.MYSQL_TYPE_LONG], [6], new_params_bound=False,
+            query_attributes=[("t", "z")],
+        ),
+        *pk.binary_result_set(long_column, [[6]], deprecate_eof=False),
+    )
+    yield "factory-query-attributes", attributes.chunks
 
 
 CORPUS: dict[str, list[Chunk]] = {
@@ -142,7 +171,7 @@ def _fed_whole(name: str) -> Replay:
 
 
 def test_corpus_is_valid() -> None:
-    assert len(CORPUS) == 12
+    assert len(CORPUS) == 13
     for name in CORPUS:
         result = _fed_whole(name)
         assert result.tracker.idle, name

@@ -3,11 +3,11 @@ and MariaDB delays, stalls, resets and half-closes the backend link, per directi
 
 What each test shows:
 - no hang beyond the configured timeouts: a new connection fails within the connect
-  timeout (ERR 2003, which covers the greeting too); a backend that stalls in the middle
+  timeout (ERR 1043, which covers the greeting too); a backend that stalls in the middle
   of a result is not detected by the proxy, which has no query timeout (a query may
   legitimately run for hours): the client's own read timeout fires and the client
   closes, and then the proxy must close the backend side; the tests assert it does;
-- a correct error for each affected client: ERR 2003 for connects, a closed connection
+- a correct error for each affected client: ERR 1043 for connects, a closed connection
   (2013) for a command in flight;
 - no leaked sessions, tasks or file descriptors;
 - unaffected clients carry on: a connection on a healthy link, or opened before a fault
@@ -140,11 +140,11 @@ def carries_on(conn: Connection, value: int = 7) -> None:
 @pytest.mark.parametrize(
     ("direction", "fault", "code", "fragment", "at_least"),
     [
-        (DOWNSTREAM, Stall(), 2003, "no greeting within 1s", CONNECT_TIMEOUT),
-        (DOWNSTREAM, Delay(3.0), 2003, "no greeting within 1s", CONNECT_TIMEOUT),
-        (DOWNSTREAM, Reset(), 2003, "reset by peer", 0),
-        (DOWNSTREAM, HalfClose(), 2003, "closed the connection before sending a greeting", 0),
-        (UPSTREAM, Reset(), 2003, "closed the connection before sending a greeting", 0),
+        (DOWNSTREAM, Stall(), 1043, "no greeting within 1s", CONNECT_TIMEOUT),
+        (DOWNSTREAM, Delay(3.0), 1043, "no greeting within 1s", CONNECT_TIMEOUT),
+        (DOWNSTREAM, Reset(), 1043, "reset by peer", 0),
+        (DOWNSTREAM, HalfClose(), 1043, "closed the connection before sending a greeting", 0),
+        (UPSTREAM, Reset(), 1043, "closed the connection before sending a greeting", 0),
         # MariaDB greets, then reads the FIN and hangs up during the login.
         (UPSTREAM, HalfClose(), 2013, "Lost connection", 0),
         # The handshake response never arrives: past the greeting, the client's read timeout
@@ -166,7 +166,7 @@ def test_new_connections_fail_within_the_connect_timeout(
     elapsed = time.monotonic() - started
     got_code, message = info.value.args
     assert (got_code, fragment in message) == (code, True), message
-    if code == 2003:
+    if code == 1043:
         assert "cannot connect to backend" in message
     assert at_least * 0.9 <= elapsed < CONNECT_TIMEOUT + 2.5, elapsed
     carries_on(survivor)

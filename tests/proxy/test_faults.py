@@ -34,6 +34,7 @@ from mysqlproxy.testing.fakeserver import (
     running_fake_server,
 )
 from mysqlproxy.testing.proxythread import ProxyThread, running_proxy
+from tests.conftest import run_cli
 
 BIG_SELECT = "SELECT seq, REPEAT('x', 100) FROM seq_1_to_1000000"
 
@@ -134,7 +135,7 @@ def expect_refusal(proxy: ProxyThread, fragment: str, within: float) -> float:
         connect(proxy.port, read_timeout=within + 5)
     elapsed = time.monotonic() - started
     code, message = info.value.args
-    assert code == 2003
+    assert code == 1043  # ER_HANDSHAKE_ERROR: see Session._backend_unreachable
     assert f"cannot connect to backend {proxy.server.backend.address}" in message
     assert fragment in message
     assert elapsed < within
@@ -146,7 +147,20 @@ def test_backend_port_closed() -> None:
     with running_proxy(Address("127.0.0.1", closed_port()), connect_timeout=2.0) as proxy:
         expect_refusal(proxy, "Connection refused", within=1.0)
         assert proxy.recorder.wait_for(lambda: proxy.recorder.auth_failures, 2)
-        assert proxy.recorder.auth_failures[0][1] == 2003
+        assert proxy.recorder.auth_failures[0][1] == 1043
+
+
+def test_backend_port_closed_reason_reaches_the_mariadb_cli(mariadb_cli: str) -> None:
+    # libmariadb replaces an error code of the client range (2000-2999) sent by a
+    # server with "Received malformed packet": the proxy's refusal must not use one.
+    with running_proxy(Address("127.0.0.1", closed_port()), connect_timeout=2.0) as proxy:
+        result = run_cli(mariadb_cli, proxy.port, "SELECT 1", database="")
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert "malformed" not in err
+    backend = proxy.server.backend.address
+    assert f"ERROR 1043 (08S01): mysqlproxy: cannot connect to backend {backend}" in err
+    assert "Connection refused" in err
 
 
 @pytest.fixture

@@ -230,7 +230,7 @@ def test_sha256_password(client: str, sha2: Backend) -> None:
     if client == "connector":
         pytest.skip(
             "mysql-connector-python refuses sha256_password without TLS "
-            "('sha256_password requires SSL'); the proxy masks TLS"
+            "('sha256_password requires SSL'); over TLS: test_mysql8_tls.py"
         )
     via_proxy, direct = both_ways(client, sha2, "sha256", "sha256-secret")
     assert isinstance(via_proxy, str) and isinstance(direct, str)

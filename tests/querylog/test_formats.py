@@ -424,7 +424,16 @@ def test_jsonl_exact() -> None:
         "in_transaction": False,
         "result_sets": 1,
         "truncated": False,
+        "query_attributes": None,
     }
+
+
+def test_jsonl_query_attributes_as_pairs() -> None:
+    attributes = (("trace", "abc"), ("n", 3), ("n", None), ("blob", b"\xff"))
+    record = json.loads(formats.format_jsonl(make_event(query_attributes=attributes)))
+    assert record["query_attributes"] == [
+        ["trace", "abc"], ["n", 3], ["n", None], ["blob", {"hex": "ff"}]
+    ]
 
 
 def test_jsonl_has_every_query_event_field() -> None:
