@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck pytest system-deps clean
+.PHONY: test demo bench lint typecheck pytest system-deps clean lua-suite
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ demo: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/run.py
+
+# mysql-proxy's own functional suite and Lua unit tests against our `mysql-proxy`
+# (lua_compat/suite.py). The GPL source is read at run time, never copied here: set
+# MYSQL_PROXY_SRC to a checkout or bare git dir of github.com/mysql/mysql-proxy.
+MYSQL_PROXY_SRC ?= $(wildcard /work/.mirror/mysql+mysql-proxy/repo)
+LUA_SUITE_ARGS ?= --keep-going
+lua-suite: $(STAMP) system-deps
+	@test -n "$(MYSQL_PROXY_SRC)" || { echo "lua-suite: set MYSQL_PROXY_SRC to a mysql-proxy checkout or bare git dir"; exit 2; }
+	@rc=0; \
+	$(BIN)/python -m lua_compat.suite --mysql-proxy-src "$(MYSQL_PROXY_SRC)" $(LUA_SUITE_ARGS) || rc=1; \
+	$(BIN)/python -m lua_compat.suite --mysql-proxy-src "$(MYSQL_PROXY_SRC)" --unit || rc=1; \
+	exit $$rc
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from lua_compat.modules import password, proto, tokenizer
+from lua_compat.modules import chassis, password, proto, system, tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -389,6 +389,11 @@ class LuaRuntime:
             {i: name.encode() for i, name in enumerate(tokenizer.TOKEN_NAMES)}
         )
         self.lua.execute(_BOOTSTRAP, py, names)
+        # chassis, glib2, posix, lfs, lpeg (reference 8.4-8.6); the CLI fills in
+        # self.chassis (basedir, shutdown) once it knows them.
+        self.chassis = chassis.ChassisContext()
+        chassis.install(self.lua, self.chassis)
+        system.install(self.lua)
 
     def _install_proxy_table(self) -> None:
         constants = {k.encode(): v for k, v in PROXY_CONSTANTS.items()}

@@ -6,6 +6,7 @@ what to install and exits non-zero.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -20,6 +21,11 @@ REQUIRED = {
     "sysbench": "sysbench",
     "pt-query-digest": "percona-toolkit",
 }
+# file (glob) -> the Debian package that provides it (libraries, not programs)
+REQUIRED_FILES = {
+    # LPeg for Lua 5.1: mysql-proxy's lib/proxy/auto-config.lua needs it (reference 8.6)
+    "/usr/lib/*-linux-gnu*/lua/5.1/lpeg.so": "lua-lpeg",
+}
 SEARCH_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/usr/local/sbin"
 
 
@@ -27,6 +33,9 @@ def missing_packages() -> list[str]:
     packages = []
     for program, package in REQUIRED.items():
         if shutil.which(program, path=SEARCH_PATH) is None and package not in packages:
+            packages.append(package)
+    for path, package in REQUIRED_FILES.items():
+        if not glob.glob(path) and package not in packages:
             packages.append(package)
     return packages
 

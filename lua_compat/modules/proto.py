@@ -441,6 +441,8 @@ def _param_value(r: _Reader, ptype: int, unsigned: bool) -> Any:
             micro = body.u32()
         if ptype == _T_DATE:
             return b"%04d-%02d-%02d" % (year, month, day)
+        # mysql-proxy reads the 4-byte microseconds into its `nsec` field and prints
+        # it with %09u unscaled: 1 us -> ".000000001" (tests/unit/lua/mysql-proto.lua).
         return b"%04d-%02d-%02d %02d:%02d:%02d.%09d" % (
             year,
             month,
@@ -448,7 +450,7 @@ def _param_value(r: _Reader, ptype: int, unsigned: bool) -> Any:
             hour,
             minute,
             second,
-            micro * 1000,
+            micro,
         )
     if ptype == _T_TIME:
         body = _Reader(r.take(r.u8()), r.what)
@@ -464,7 +466,7 @@ def _param_value(r: _Reader, ptype: int, unsigned: bool) -> Any:
             hour,
             minute,
             second,
-            micro * 1000,
+            micro,  # unscaled, as above
         )
     raise ProtoError(f"{r.what}() failed: unsupported parameter type {ptype}")
 

@@ -1,0 +1,73 @@
+"""`mysqlproxy run --lua-script`: ProxyApp serves clients through the Lua engine while
+the logging window, the counters and the admin-side server interface keep working."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pymysql
+
+from mysqlproxy.proxy.app import ProxyApp, ProxyConfig
+from mysqlproxy.proxy.backends import Address
+from mysqlproxy.querylog.window import WindowSpec
+from mysqlproxy.testing.loopthread import running_on_loop_thread
+from tests.conftest import MariaDB
+from tests.lua_compat.conftest import ScriptFactory
+
+
+class _App:
+    def __init__(self, app: ProxyApp) -> None:
+        self.app = app
+
+    async def start(self) -> None:
+        await self.app.start()
+
+    async def close(self) -> None:
+        await self.app.shutdown()
+
+
+def test_logging_window_sees_queries_of_a_lua_proxied_connection(
+    mariadb: MariaDB, script_file: ScriptFactory, tmp_path: Path
+) -> None:
+    script = script_file(
+        """
+        function read_query(packet)
+          if packet:find("SELECT 'original'") then
+            proxy.queries:append(1, string.char(proxy.COM_QUERY) .. "SELECT 'rewritten by lua'")
+            return proxy.PROXY_SEND_QUERY
+          end
+        end
+        """
+    )
+    log_file = tmp_path / "window.log"
+    config = ProxyConfig(
+        listen=[Address("127.0.0.1", 0)],
+        backend=mariadb.address,
+        lua_script=script,
+        initial_window=WindowSpec(duration=60, target=str(log_file), format="text"),
+        grace_period=1.0,
+    )
+    app = ProxyApp(config, stdout=io.StringIO())
+    with running_on_loop_thread(_App(app), "lua-app"):
+        port = app.server.bound[0].port
+        with (
+            pymysql.connect(host="127.0.0.1", port=port, user="root", password="") as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute("SELECT 'original'")
+            assert cur.fetchone() == ("rewritten by lua",)
+            cur.execute("SELECT 40 + 2")
+            assert cur.fetchone() == (42,)
+        assert app.control.proxy_info()["queries_total"] >= 2
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            text = log_file.read_text() if log_file.exists() else ""
+            if "SELECT 40 + 2" in text:
+                break
+            time.sleep(0.05)
+    text = log_file.read_text()
+    assert "SELECT 'rewritten by lua'" in text
+    assert "SELECT 40 + 2" in text
+    assert "SELECT 'original'" not in text
