@@ -4,6 +4,7 @@ by the Lua engine in front of the private MariaDB, through real clients."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pymysql
@@ -76,6 +77,31 @@ def test_log_lua_with_an_unwritable_log_file_still_passes_queries(
         cur.execute("SELECT 1 + 1")
         assert cur.fetchone() == (2,)
     assert "log.lua: cannot open" in capfd.readouterr().err
+
+
+def test_log_lua_redacts_passwords_and_flushes_within_a_second(
+    mariadb: MariaDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_file = tmp_path / "queries.log"
+    monkeypatch.setenv("LOG_FILE", str(log_file))
+    with (
+        run_lua_proxy(str(SCRIPTS / "log.lua"), [mariadb.address]) as proxy,
+        connect(proxy) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("CREATE USER IF NOT EXISTS 'logged'@'%' IDENTIFIED BY 'hunter2'")
+        cur.execute("ALTER USER 'logged'@'%' IDENTIFIED VIA mysql_native_password "
+                    "USING PASSWORD('hunter3')")
+        cur.execute("SET PASSWORD FOR 'logged'@'%' = PASSWORD('hunter4')")
+        cur.execute("DROP USER 'logged'@'%'")
+        time.sleep(1.1)
+        cur.execute("SELECT 'after a second'")  # flushes what came before
+        written_while_connected = log_file.read_text()
+    assert "IDENTIFIED BY '<redacted>'" in written_while_connected
+    assert "USING PASSWORD('<redacted>')" in written_while_connected
+    assert "PASSWORD('<redacted>')" in written_while_connected
+    assert "DROP USER 'logged'@'%'" in written_while_connected
+    assert "hunter" not in log_file.read_text()
 
 
 # --- auditing.lua --------------------------------------------------------------------
