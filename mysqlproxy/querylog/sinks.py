@@ -31,6 +31,8 @@ WRITE_INTERVAL = 0.05
 # the interpreter's 5 ms switch interval while queries wait on the event loop. Handing
 # it back every few events keeps the loop's latency (and so throughput) intact.
 YIELD_EVERY = 8
+# How long replacing a writer waits, on the event loop, for the old one to close.
+REPLACE_WAIT = 0.1
 
 
 class Sink:
@@ -192,16 +194,28 @@ class SinkWriter:
             target=self._run, name=f"sink-writer:{sink.name}", daemon=True
         )
         self._started = False
+        self._after: SinkWriter | None = None  # the writer to outlive before opening
 
-    def start(self) -> None:
-        """Open the sink (errors show in `error`) and start the thread."""
+    def start(self, after: SinkWriter | None = None) -> None:
+        """Open the sink (errors show in `error`) and start the thread. With `after`
+        (the writer this one replaces on the same file, already told to close): a
+        healthy one finishes within milliseconds, and then the sink opens here, so an
+        error shows at once; one stuck on a hung disk is not waited for on the event
+        loop: the thread opens the sink once it has closed, and events queue meanwhile,
+        up to the queue's bound."""
+        self._started = True
+        if after is None or after.closed.wait(REPLACE_WAIT):
+            self._open_sink()
+        else:
+            self._after = after
+        self._thread.start()
+
+    def _open_sink(self) -> None:
         try:
             if self.sink.open():
                 self._write_raw(self.formatter.start_file())
         except OSError as exc:
             self._fail(exc)
-        self._started = True
-        self._thread.start()
 
     @property
     def healthy(self) -> bool:
@@ -236,6 +250,11 @@ class SinkWriter:
     def _run(self) -> None:
         pending = self.pending
         try:
+            if self._after is not None:
+                while not self._after.closed.wait(WRITE_INTERVAL) and not self._stopping:
+                    pass
+                self._after = None
+                self._open_sink()
             while True:
                 self._wake.wait(WRITE_INTERVAL)
                 self._wake.clear()

@@ -159,15 +159,16 @@ class QueryLog:
             ):
                 writer = previous.writer  # keep writing the same file, no reopen
             else:
+                replaced = None
                 if previous is not None and previous.writer is not None:
-                    previous.writer.close()
-                    previous.writer.wait_closed(2.0)
+                    replaced = previous.writer
+                    replaced.close()  # it drains; the new writer opens the file after it
                 writer = SinkWriter(
                     self._make_sink(spec),
                     Formatter(spec.format, self.slowlog_header),
                     self.queue_size,
                 )
-                writer.start()
+                writer.start(after=replaced)
         window = LogWindow(
             spec=spec,
             opened_at=time.time(),

@@ -7,6 +7,8 @@ import os
 import pathlib
 import random
 import re
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -346,3 +348,35 @@ def test_window_spec_validation(changes: dict[str, object], message: str) -> Non
 
 def test_a_week_is_the_longest_window() -> None:
     assert WindowSpec(duration=MAX_WINDOW_SECONDS).duration == 7 * 86400
+
+
+def test_replacing_a_window_whose_writer_is_stuck_does_not_wait_for_it(
+    query_log: QueryLog, addons: AddonManager, tmp_path: pathlib.Path
+) -> None:
+    # A disk that hangs (an NFS server gone) blocks the old writer's thread; replacing
+    # its window must not block the caller, which is the proxy's event loop.
+    path = str(tmp_path / "q.log")
+    first = query_log.open(WindowSpec(duration=60, target=path, format="text"))
+    assert first.writer is not None
+    release = threading.Event()
+    real_write = first.writer.sink.write
+
+    def hung_write(text: str) -> None:
+        release.wait(10)
+        real_write(text)
+
+    first.writer.sink.write = hung_write  # type: ignore[method-assign]
+    send(addons, "SELECT 'stuck'")
+    time.sleep(0.2)  # the writer thread is now inside the hung write
+    started = time.monotonic()
+    second = query_log.open(WindowSpec(duration=60, target=path, format="jsonl"))
+    assert time.monotonic() - started < 0.5
+    send(addons, "SELECT 'queued'")  # queued while the old writer still holds the file
+    assert not first.writer.closed.is_set()
+    release.set()
+    query_log.close(path)
+    wait_done(second)
+    lines = pathlib.Path(path).read_text().splitlines()
+    assert " -- SELECT 'stuck' -- " in lines[0]  # the old writer finished first
+    assert '"query": "SELECT \'queued\'"' in lines[1]
+    assert len(lines) == 2
