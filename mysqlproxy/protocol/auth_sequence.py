@@ -19,7 +19,10 @@ client's numbering throughout.
 
 from __future__ import annotations
 
-from mysqlproxy.protocol.constants import ERR_HEADER, MAX_PACKET_PAYLOAD, OK_HEADER
+from mysqlproxy.protocol import wire
+from mysqlproxy.protocol.auth import CACHING_SHA2_PASSWORD, SHA256_PASSWORD
+from mysqlproxy.protocol.constants import ERR_HEADER, MAX_PACKET_PAYLOAD, OK_HEADER, Capability
+from mysqlproxy.protocol.messages import parse_change_user
 
 _ENDS_AUTHENTICATION = frozenset({OK_HEADER, ERR_HEADER})
 
@@ -101,3 +104,112 @@ class AuthSequenceShift:
             return out
         self.done = True
         return out + data[end:]
+
+
+# --- cleartext passwords ------------------------------------------------------------------
+#
+# A client on TLS believes its connection is secure, so some authentication methods send
+# the password in clear: caching_sha2_password's full authentication (after AuthMoreData
+# 0x04), sha256_password, mysql_clear_password, and MariaDB's dialog (PAM). When the
+# backend leg is plain, the proxy must not relay such a password: `CleartextWatch` finds,
+# in the server's packets of one authentication, the one that would make the client send
+# it, so that the session can refuse before the client answers. mysql_native_password,
+# client_ed25519 and caching_sha2_password's fast path (AuthMoreData 0x03) send no
+# password, only scrambles.
+# https://dev.mysql.com/doc/dev/mysql-server/latest/page_caching_sha2_authentication_exchanges.html
+
+# Client plugins that send the password in clear over a connection they think secure.
+CLEARTEXT_PLUGINS = frozenset({"mysql_clear_password", SHA256_PASSWORD, "dialog"})
+_AUTH_MORE_DATA = 0x01
+_AUTH_SWITCH = 0xFE
+_PERFORM_FULL_AUTHENTICATION = 0x04
+# Enough of a server auth packet to read an auth switch's plugin name.
+_MAX_INSPECTED = 256
+
+
+def sends_cleartext(plugin: str | None, auth_response: bytes) -> bool:
+    """Whether a client's auth data (handshake response, COM_CHANGE_USER, or an answer to
+    an auth switch) under `plugin` is a password in clear. An empty password and
+    sha256_password's public key request (0x01) are not."""
+    if plugin not in CLEARTEXT_PLUGINS:
+        return False
+    secret = auth_response.rstrip(b"\x00")
+    return bool(secret) and not (plugin == SHA256_PASSWORD and secret == b"\x01")
+
+
+def change_user_auth(payload: bytes, secure_connection: bool) -> tuple[bytes, str | None]:
+    """COM_CHANGE_USER's auth data and plugin name (None when it names none)."""
+    _, pos = wire.read_nul_bytes(payload, 1)
+    caps = Capability.CLIENT_PLUGIN_AUTH
+    if secure_connection:
+        caps |= Capability.CLIENT_SECURE_CONNECTION
+        length, pos = wire.read_uint(payload, pos, 1)
+        data, _ = wire.read_fixed_bytes(payload, pos, length)
+    else:
+        data, _ = wire.read_nul_or_eof_bytes(payload, pos)
+    return bytes(data), parse_change_user(payload, caps).auth_plugin
+
+
+class CleartextWatch:
+    """The server's packets of one authentication (after the client's first auth data),
+    in the client's numbering: `feed` returns the sequence id and a description of the
+    first packet that would make a TLS client send its password in clear, or None.
+    `done` once the OK or ERR ending authentication has passed. `plugin` is the method
+    in force (None: unknown, treated as possibly caching_sha2_password)."""
+
+    __slots__ = ("_first", "_header", "_seq", "_skip", "done", "plugin")
+
+    def __init__(self, plugin: str | None) -> None:
+        self.plugin = plugin
+        self.done = False
+        self._header = bytearray()
+        self._first = bytearray()  # the current packet's first bytes
+        self._skip = 0  # payload bytes of the current packet still to come
+        self._seq = 0
+
+    def feed(self, data: bytes) -> tuple[int, str] | None:
+        pos, n = 0, len(data)
+        while pos < n and not self.done:
+            if not self._skip:
+                take = min(4 - len(self._header), n - pos)
+                self._header += data[pos : pos + take]
+                pos += take
+                if len(self._header) < 4:
+                    continue
+                header, self._header = self._header, bytearray()
+                self._skip = header[0] | header[1] << 8 | header[2] << 16
+                self._seq = header[3]
+                self._first = bytearray()
+                if self._skip:
+                    continue
+            else:
+                take = min(self._skip, n - pos)
+                room = _MAX_INSPECTED - len(self._first)
+                if room > 0:
+                    self._first += data[pos : pos + min(take, room)]
+                pos += take
+                self._skip -= take
+                if self._skip:
+                    continue
+            found = self._packet(bytes(self._first))
+            if found is not None:
+                return self._seq, found
+        return None
+
+    def _packet(self, payload: bytes) -> str | None:
+        """One whole server packet (its first bytes)."""
+        if not payload or payload[0] in _ENDS_AUTHENTICATION:
+            self.done = True
+            return None
+        if payload[0] == _AUTH_SWITCH:
+            plugin = payload[1:].split(b"\x00", 1)[0].decode("ascii", "replace")
+            self.plugin = plugin
+            if plugin in CLEARTEXT_PLUGINS:
+                return f"the server switched authentication to {plugin}"
+        elif (
+            payload[0] == _AUTH_MORE_DATA
+            and payload[1:] == bytes((_PERFORM_FULL_AUTHENTICATION,))
+            and self.plugin in (None, CACHING_SHA2_PASSWORD)
+        ):
+            return "the server asked for caching_sha2_password full authentication"
+        return None

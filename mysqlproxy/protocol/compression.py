@@ -37,6 +37,14 @@ Frames are only built by the proxy for what it says itself: an ERR refusing a cl
 packet (sent stored, as the server sends its errors), the part of a client's frame
 before an oversized packet, and the COM_QUIT of an idle timeout.
 
+The ERR refusing an oversized packet answers the client's *last* frame of that packet:
+a packet of more than 0xFFFFFF bytes spans several frames, and libmariadb sends one
+larger than its 16 KiB net buffer as that buffer's frame, then the rest. The header
+that crosses the limit comes in the first of them, so the relay reads the rest
+(dropping it: ConnectionTracker.skip_refused finds where the packet ends in the plain
+stream) before it numbers the ERR; a client that does not finish within the session's
+LINGER_SECONDS gets it numbered after the last frame seen.
+
 Sizes: the tracker reads the plain stream, so a QueryEvent's bytes_received and
 bytes_sent count bytes before compression (headers of the plain packets included): the
 size of a command and of its result in the protocol, the same whether a client
@@ -106,15 +114,33 @@ class CompressedFrameBuffer:
     frame; a frame's plain bytes are bounded by its header (MAX_FRAME_PAYLOAD)."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        # What was fed and not yet taken starts at _pos: the chunk itself when nothing
+        # was pending (frames are sliced from it; a chunk that is one frame is that
+        # frame's `wire`, uncopied), else a bytearray completing an incomplete frame,
+        # compacted once per chunk rather than once per frame.
+        self._buffer: bytes | bytearray = b""
+        self._pos = 0
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
+        buffer, pos = self._buffer, self._pos
+        if not pos and type(buffer) is bytearray:
+            buffer += data  # more of an incomplete frame (a big one comes in many chunks)
+            return
+        if pos >= len(buffer):
+            self._buffer, self._pos = data if type(data) is bytes else bytearray(data), 0
+            return
+        if isinstance(buffer, bytearray):
+            del buffer[:pos]
+        else:
+            with memoryview(buffer) as view:
+                buffer = bytearray(view[pos:])
+        buffer += data
+        self._buffer, self._pos = buffer, 0
 
     @property
     def pending(self) -> int:
         """Bytes received that are not yet part of a complete frame."""
-        return len(self._buffer)
+        return len(self._buffer) - self._pos
 
     def __iter__(self) -> Iterator[CompressedFrame]:
         while True:
@@ -124,15 +150,19 @@ class CompressedFrameBuffer:
             yield frame
 
     def _take_one(self) -> CompressedFrame | None:
-        buf = self._buffer
-        if len(buf) < COMPRESSED_HEADER_SIZE:
+        buf, pos = self._buffer, self._pos
+        if len(buf) - pos < COMPRESSED_HEADER_SIZE:
             return None
-        length = buf[0] | buf[1] << 8 | buf[2] << 16
-        end = COMPRESSED_HEADER_SIZE + length
+        length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+        end = pos + COMPRESSED_HEADER_SIZE + length
         if len(buf) < end:
             return None
-        wire = bytes(buf[:end])
-        del buf[:end]
+        self._pos = end
+        if type(buf) is bytes:
+            wire = buf[pos:end]  # the chunk itself when it is exactly this frame
+        else:
+            with memoryview(buf) as view:
+                wire = bytes(view[pos:end])
         plain_length = wire[4] | wire[5] << 8 | wire[6] << 16
         body = wire[COMPRESSED_HEADER_SIZE:]
         payload = body if plain_length == 0 else decompress_payload(body, plain_length)
@@ -188,8 +218,9 @@ class CompressedLink:
         yield from self.from_server
 
     def reply_to_client(self, packets: bytes) -> bytes:
-        """Packets answering the client's last frame, as the server would frame them: the
-        next compressed sequence id, stored (the server never compresses an ERR)."""
+        """Packets answering the client's last frame taken, as the server would frame
+        them: the next compressed sequence id, stored (the server never compresses an
+        ERR)."""
         return encode_frames((self.client_sequence_id + 1) & 0xFF, packets, compress=False)
 
     @staticmethod

@@ -24,7 +24,9 @@ class PacketTooLarge(ProtocolError):
     must carry (the offending piece's plus one, as the server's own reply would).
     `forward` holds the bytes of the chunk that came before the oversized packet
     (complete packets, which the server may still be sent), and `behind_commands` is true
-    when commands sent before it still await their responses."""
+    when commands sent before it still await their responses. `ended` is true when the
+    chunk held the rest of the packet too; if not, ConnectionTracker.skip_refused passes
+    over the rest as it comes."""
 
     def __init__(self, size: int, limit: int, sequence_id: int) -> None:
         super().__init__(f"packet of {size} bytes exceeds the maximum of {limit}")
@@ -33,3 +35,4 @@ class PacketTooLarge(ProtocolError):
         self.sequence_id = sequence_id
         self.forward = b""
         self.behind_commands = False
+        self.ended = False

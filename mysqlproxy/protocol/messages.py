@@ -576,39 +576,14 @@ def parse_execute(
 
     https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_com_stmt_execute.html
     """
-    if len(payload) < 10:
-        raise TruncatedPacket("COM_STMT_EXECUTE shorter than its fixed header")
-    # statement id, flags, iteration count (always 1)
-    statement_id, flags, _ = _EXECUTE_HEADER.unpack_from(payload, 1)
-    pos = 10
-    statement_params = num_params or 0
-    count = statement_params
-    if query_attributes and (count or flags & _PARAMETER_COUNT_AVAILABLE):
-        count, pos = wire.read_lenenc_int(payload, pos)
-        if count < statement_params:
-            raise ProtocolError(
-                f"COM_STMT_EXECUTE sends {count} parameters, the statement has {statement_params}"
-            )
+    statement_id, flags, count, null_bitmap, sent_types, names, pos = _read_execute_types(
+        payload, num_params, query_attributes, True
+    )
     if not count:
         return ExecuteRequest(statement_id, flags, (), ())
-    null_bitmap, pos = wire.read_fixed_bytes(payload, pos, (count + 7) // 8)
-    new_params_bound, pos = wire.read_uint(payload, pos, 1)
-    names: list[str] | None = None
-    if new_params_bound:
-        if not query_attributes:
-            if pos + 2 * count > len(payload):
-                raise TruncatedPacket("COM_STMT_EXECUTE ends inside its parameter types")
-            param_types = struct.unpack_from(f"<{count}H", payload, pos)
-            pos += 2 * count
-        else:
-            types = []
-            names = []
-            for _ in range(count):
-                type_and_flag, pos = wire.read_uint(payload, pos, 2)
-                name, pos = wire.read_lenenc_bytes(payload, pos)
-                types.append(type_and_flag)
-                names.append(name.decode("utf-8", "replace"))
-            param_types = tuple(types)
+    statement_params = num_params or 0
+    if sent_types is not None:
+        param_types = sent_types
     elif previous_types is not None and len(previous_types) >= count:
         # Attributes sent with earlier types: the names went with those types.
         param_types = previous_types[:count]
@@ -626,11 +601,72 @@ def parse_execute(
         values.append(value)
     if count == statement_params:
         return ExecuteRequest(statement_id, flags, param_types, tuple(values))
-    attribute_names = names[statement_params:] if names else [""] * (count - statement_params)
+    attribute_names = (
+        [name.decode("utf-8", "replace") for name in names[statement_params:]]
+        if names
+        else [""] * (count - statement_params)
+    )
     attributes = tuple(zip(attribute_names, values[statement_params:], strict=True))
     return ExecuteRequest(
         statement_id, flags, param_types, tuple(values[:statement_params]), attributes
     )
+
+
+def parse_execute_types(
+    payload: Buffer, num_params: int | None, query_attributes: bool = False
+) -> tuple[int, ...] | None:
+    """The parameter types a COM_STMT_EXECUTE binds (placeholders, then attributes), read
+    without decoding any value; None when it binds none (new_params_bound 0, or nothing
+    to send). What a tracker needs on every execute, whether or not it logs: the server
+    keeps these types for later executes that send none. A payload cut after the types
+    (a capture limit) still gives them."""
+    return _read_execute_types(payload, num_params, query_attributes, False)[4]
+
+
+def _read_execute_types(
+    payload: Buffer, num_params: int | None, query_attributes: bool, with_names: bool
+) -> tuple[int, int, int, bytes, tuple[int, ...] | None, list[bytes] | None, int]:
+    """COM_STMT_EXECUTE up to its values: statement id, flags, the number of values,
+    the NULL bitmap, the types sent (None when new_params_bound is 0), their names (when
+    `with_names` and under query attributes) and where the values start."""
+    if len(payload) < 10:
+        raise TruncatedPacket("COM_STMT_EXECUTE shorter than its fixed header")
+    # statement id, flags, iteration count (always 1)
+    statement_id, flags, _ = _EXECUTE_HEADER.unpack_from(payload, 1)
+    pos = 10
+    statement_params = num_params or 0
+    count = statement_params
+    if query_attributes and (count or flags & _PARAMETER_COUNT_AVAILABLE):
+        count, pos = wire.read_lenenc_int(payload, pos)
+        if count < statement_params:
+            raise ProtocolError(
+                f"COM_STMT_EXECUTE sends {count} parameters, the statement has {statement_params}"
+            )
+    if not count:
+        return statement_id, flags, 0, b"", None, None, pos
+    null_bitmap, pos = wire.read_fixed_bytes(payload, pos, (count + 7) // 8)
+    new_params_bound, pos = wire.read_uint(payload, pos, 1)
+    if not new_params_bound:
+        return statement_id, flags, count, null_bitmap, None, None, pos
+    if not query_attributes:
+        if pos + 2 * count > len(payload):
+            raise TruncatedPacket("COM_STMT_EXECUTE ends inside its parameter types")
+        param_types = struct.unpack_from(f"<{count}H", payload, pos)
+        return statement_id, flags, count, null_bitmap, param_types, None, pos + 2 * count
+    types = []
+    names: list[bytes] | None = [] if with_names else None
+    end = len(payload)
+    for _ in range(count):
+        if pos + 2 > end:
+            raise TruncatedPacket("COM_STMT_EXECUTE ends inside its parameter types")
+        types.append(payload[pos] | payload[pos + 1] << 8)
+        name_length, pos = wire.read_lenenc_int(payload, pos + 2)
+        if pos + name_length > end:
+            raise TruncatedPacket("COM_STMT_EXECUTE ends inside a parameter name")
+        if names is not None:
+            names.append(bytes(payload[pos : pos + name_length]))
+        pos += name_length
+    return statement_id, flags, count, null_bitmap, tuple(types), names, pos
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ follow no rule the peers check, so neither does the tracker, except that a comma
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import struct
@@ -64,6 +65,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from mysqlproxy.protocol import messages, wire
 from mysqlproxy.protocol.constants import (
@@ -397,23 +399,29 @@ class _Framer:
                 seq = partial[3]
                 first = partial[4] if length else -1
                 partial.clear()
-                self._start_piece(length, seq, first)
+                refused = self._start_piece(length, seq, first)
                 if length:
                     if len(self.kept) < self.limit:
                         self.kept.append(first)
                     self.skip = length - 1
+                if refused:
+                    self._refuse(data, pos, end)
                 if not self.skip and self._piece_done(pos):
                     return pos
                 continue
             length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
-            self._start_piece(length, data[pos + 3], data[pos + 4] if length else -1)
+            refused = self._start_piece(length, data[pos + 3], data[pos + 4] if length else -1)
             pos += 4
             self.skip = length
+            if refused:
+                self._refuse(data, pos, end)
             if not length and self._piece_done(pos):
                 return pos
         return pos
 
-    def _start_piece(self, length: int, seq: int, first: int) -> None:
+    def _start_piece(self, length: int, seq: int, first: int) -> bool:
+        """A piece's header has been read. True when it takes the packet past
+        max_payload (the caller raises once the header is consumed: see _refuse)."""
         if self.in_packet:
             if seq != self.expected_seq and self.check_continuations:
                 raise ProtocolError(
@@ -429,10 +437,25 @@ class _Framer:
         self.total += length
         self.expected_seq = (seq + 1) & 0xFF
         self.piece_continues = length == MAX_PACKET_PAYLOAD
-        if self.max_payload and self.total > self.max_payload:
-            # Refused on the header, as the server's own max_allowed_packet check does,
-            # so none of the payload is passed on.
-            raise PacketTooLarge(self.total, self.max_payload, self.expected_seq)
+        # (A refused packet is silent: its later pieces are not refused again.)
+        return 0 < self.max_payload < self.total and not self.silent
+
+    def _refuse(self, data: bytes, pos: int, end: int) -> NoReturn:
+        """Refuse the packet whose header just ended at `pos`, as the server's own
+        max_allowed_packet check does: on the header, so none of the payload is passed
+        on. The rest of the packet is passed over silently, in this chunk now and in
+        later ones with ConnectionTracker.skip_refused."""
+        exc = PacketTooLarge(self.total, self.max_payload, self.expected_seq)
+        self.silent = True
+        self.limit = 0
+        if not self.skip:
+            self._piece_done(pos)  # a last piece of one byte, read with its header
+        else:
+            # What follows may be malformed: the refusal stands, `ended` stays false.
+            with contextlib.suppress(ProtocolError):
+                self.feed(data, pos, end)
+        exc.ended = not self.in_packet
+        raise exc
 
     def _piece_done(self, pos: int) -> bool:
         """A piece ended at `pos`; True when that ended the logical packet."""
@@ -586,6 +609,16 @@ class ConnectionTracker:
             exc.behind_commands = bool(self._queue) and self.client_phase == C_COMMAND
             raise
         return data
+
+    def skip_refused(self, data: bytes) -> bool:
+        """After a PacketTooLarge whose packet had not ended (`ended` false): pass over
+        what `data` holds of the rest of it. True once it has ended; the bytes after it
+        are not read. (Under compression the refusal must wait for the client's last
+        frame of the packet: see protocol/compression.py.)"""
+        framer = self._client
+        if framer.in_packet:
+            framer.feed(data, 0, len(data))
+        return not framer.in_packet
 
     def server_data(self, data: bytes) -> bytes:
         """Bytes from the server. Returns the bytes to send to the client."""
@@ -1181,15 +1214,18 @@ class ConnectionTracker:
             return
         n = statement.num_params
         if self._query_attributes:
-            # A parameter count, and a name after each type: read the whole packet.
+            # A parameter count, and a name after each type: read up to the values, which
+            # only an event needs (_params decodes them then).
             try:
-                request = messages.parse_execute(
-                    payload, n, statement.param_types, statement.long_data, True
-                )
+                sent = messages.parse_execute_types(payload, n, True)
             except ProtocolError:
-                return
-            if request.param_types:
-                statement.param_types = request.param_types
+                if cmd.total_length > len(payload):
+                    # Cut at the capture limit inside the types (long attribute names):
+                    # the types now in force are unknown, and old ones would misread.
+                    statement.param_types = None
+                return  # else malformed: the server refuses it and keeps its types
+            if sent is not None:
+                statement.param_types = sent
             return
         bound_at = 10 + (n + 7) // 8
         if n and len(payload) > bound_at and payload[bound_at] == 1:

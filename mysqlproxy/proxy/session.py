@@ -23,17 +23,30 @@ from mysqlproxy.hooks import (
     ConnectionOpened,
 )
 from mysqlproxy.protocol import events as tracker_events
-from mysqlproxy.protocol.auth_sequence import AuthSequenceShift
+from mysqlproxy.protocol.auth_sequence import (
+    AuthSequenceShift,
+    CleartextWatch,
+    change_user_auth,
+    sends_cleartext,
+)
 from mysqlproxy.protocol.compression import CompressedLink, encode_frames
 from mysqlproxy.protocol.constants import Capability, Command, ErrorCode
 from mysqlproxy.protocol.errors import PacketTooLarge, ProtocolError, UnsupportedFeature
-from mysqlproxy.protocol.messages import encode_err, ssl_request_for
+from mysqlproxy.protocol.messages import encode_err, parse_handshake_response, ssl_request_for
 from mysqlproxy.protocol.packets import encode_packet
-from mysqlproxy.protocol.tracker import C_AUTH, C_COMMAND, C_TLS, S_CONNECT, ConnectionTracker
+from mysqlproxy.protocol.tracker import (
+    C_AUTH,
+    C_COMMAND,
+    C_TLS,
+    S_AUTH,
+    S_CONNECT,
+    ConnectionTracker,
+)
 from mysqlproxy.proxy.backends import Backend
 from mysqlproxy.proxy.limits import Limits
 from mysqlproxy.proxy.tasks import spawn
 from mysqlproxy.proxy.tls import (
+    BackendTls,
     BackendTlsMode,
     ClientTls,
     describe_tls_error,
@@ -61,6 +74,9 @@ SECURE_TRANSPORT_MESSAGE = (
 )
 # How long a client has to finish the TLS handshake its SSLRequest announced.
 CLIENT_TLS_HANDSHAKE_TIMEOUT = 10.0
+# ER_ACCESS_DENIED_ERROR's SQLSTATE: refusing to relay a cleartext password is a refused
+# login. (Not a 2xxx code: libmariadb shows one from a server as "malformed packet".)
+CLEARTEXT_REFUSED_SQLSTATE = "28000"
 
 
 def _peer_name(transport: asyncio.BaseTransport) -> str:
@@ -132,6 +148,8 @@ class Session:
         self._idle_since = 0.0
         # An ERR to send once the commands before an oversized packet are answered.
         self._deferred_refusal: tuple[int, int, str, str] | None = None
+        # Under compression the ERR also waits for the oversized packet's last frame.
+        self._refused_packet_open = False
         self._linger = False  # end the client leg with a lingering close (see _refuse)
         # CLIENT_COMPRESS framing on both legs, from the OK that ends authentication.
         self._compression: CompressedLink | None = None
@@ -146,6 +164,14 @@ class Session:
         self._seq_shift: AuthSequenceShift | None = None  # when only one leg uses TLS
         self._raw_server: asyncio.Transport | None = None  # during the backend's upgrade
         self._tls_task: asyncio.Task[None] | None = None
+        # The backend TLS settings, read once: a runtime change (SET backend_tls) applies
+        # to later connections, never halfway through this one's handshake.
+        self._backend_tls_settings: BackendTls = backend.tls
+        # Client leg TLS, backend leg plain: a client that thinks its connection secure
+        # may send its password in clear, which must not reach the backend. While an
+        # authentication is under way, _cleartext_watch reads the server's packets.
+        self._guard_cleartext = False
+        self._cleartext_watch: CleartextWatch | None = None
 
     # --- set-up ------------------------------------------------------------------
 
@@ -238,6 +264,8 @@ class Session:
             self._pending_client_data.append(data)
             return
         if self._deferred_refusal is not None:
+            if self._refused_packet_open:
+                self._skip_refused_frames(tracker, data)
             return  # the rest of a refused packet: dropped
         self.client_reads += 1
         tracker.emit_query_events = self.addons.wants_query_events
@@ -245,6 +273,7 @@ class Session:
         if self._compression is not None:
             self._compressed_client_data(self._compression, tracker, server, data)
             return
+        idle_before = self._guard_cleartext and tracker.idle
         try:
             out = tracker.client_data(data)
         except PacketTooLarge as exc:
@@ -258,6 +287,8 @@ class Session:
             return
         if self._handshaking:
             out = self._handshake_to_server(tracker, server, out)
+        elif self._guard_cleartext and not self._change_user_allowed(tracker, data, idle_before):
+            return
         if out:
             server.write(out)
         if tracker.events:
@@ -277,7 +308,12 @@ class Session:
         try:
             for frame in link.client_frames(data):
                 sequence_id = frame.sequence_id
+                idle_before = self._guard_cleartext and tracker.idle
                 out = tracker.client_data(frame.payload)
+                if self._guard_cleartext and not self._change_user_allowed(
+                    tracker, frame.payload, idle_before
+                ):
+                    return
                 server.write(
                     frame.wire if out is frame.payload else encode_frames(sequence_id, out)
                 )
@@ -285,6 +321,8 @@ class Session:
             if exc.forward:  # the complete packets before the oversized one, in its frame
                 exc.forward = encode_frames(sequence_id, exc.forward)
             self._packet_too_large(tracker, server, exc)
+            if self._refused_packet_open:  # its next frames may be in this chunk already
+                self._skip_refused_frames(tracker, b"")
             return
         except UnsupportedFeature as exc:
             self._refuse(2, ErrorCode.ER_NOT_SUPPORTED_YET, f"mysqlproxy: {exc}", "08004")
@@ -302,9 +340,14 @@ class Session:
         if self._seq_shift is not None:  # only in the auth phase, one leg TLS
             data = self._seq_shift.to_client(data)
         link = self._compression
+        guard = self._guard_cleartext
+        if guard and link is None and not self._server_auth_allowed(data):
+            return
         try:
             if link is not None:
                 for frame in link.server_frames(data):
+                    if guard and not self._server_auth_allowed(frame.payload):
+                        return
                     out = tracker.server_data(frame.payload)
                     client.write(
                         frame.wire if out is frame.payload
@@ -321,6 +364,14 @@ class Session:
             return
         if self._handshaking:
             self._handshake_from_server(tracker)
+        elif guard and self._cleartext_watch is None and tracker.server_phase == S_AUTH:
+            # A COM_CHANGE_USER that _change_user_allowed did not see start (pipelined
+            # behind other commands): its authentication cannot be watched.
+            self.close(
+                "COM_CHANGE_USER pipelined behind other commands, on a TLS client leg "
+                "with a plain backend leg: not relayed (it might ask for a cleartext password)"
+            )
+            return
         if out:
             client.write(out)
             if tracker.compressed and link is None:
@@ -342,7 +393,7 @@ class Session:
             self._tls_decided = True
             offers = bool(greeting.capabilities & Capability.CLIENT_SSL)
             self._backend_offers_tls = offers
-            mode = self.backend.tls.mode
+            mode = self._backend_tls_settings.mode
             tracker.backend_tls = mode.always or (mode is BackendTlsMode.PREFERRED and offers)
         if tracker.client_phase >= C_COMMAND:  # authenticated, or refused
             self._handshaking = False
@@ -357,7 +408,7 @@ class Session:
         and the response waits for it; if only one leg uses TLS, the auth phase is
         renumbered. Returns what to send to the server now."""
         if tracker.client_phase == C_TLS:
-            if self.backend.tls.mode is BackendTlsMode.AS_CLIENT:
+            if self._backend_tls_settings.mode is BackendTlsMode.AS_CLIENT:
                 tracker.backend_tls = self._backend_offers_tls
             early, tracker.tls_early_data = tracker.tls_early_data, b""
             client = self.client
@@ -382,8 +433,14 @@ class Session:
                 self._backend_tls_failed(
                     reply_seq,
                     "the server does not offer TLS, which "
-                    f"--backend-tls {self.backend.tls.mode} requires",
+                    f"--backend-tls {self._backend_tls_settings.mode} requires",
                 )
+                return b""
+            if (
+                tracker.client_tls
+                and not tracker.backend_tls
+                and not self._check_login_cleartext(tracker, out, reply_seq)
+            ):
                 return b""
             offset = int(tracker.backend_tls) - int(tracker.client_tls)
             if offset:
@@ -401,6 +458,80 @@ class Session:
         if self._seq_shift is not None:
             return self._seq_shift.to_server(out)
         return out
+
+    def _check_login_cleartext(
+        self, tracker: ConnectionTracker, out: bytes, reply_seq: int
+    ) -> bool:
+        """The handshake response (`out`, whole) of a TLS client whose backend leg is
+        plain: refuse it if it holds a password in clear, else watch the server's
+        answers for a request of one. Returns False when the login was refused."""
+        greeting = tracker.greeting
+        assert greeting is not None
+        length = out[0] | out[1] << 8 | out[2] << 16
+        response = parse_handshake_response(out[4 : 4 + length], greeting.capabilities)
+        plugin = response.auth_plugin or greeting.auth_plugin
+        self._guard_cleartext = True
+        if sends_cleartext(plugin, response.auth_response):
+            self._refuse_cleartext(reply_seq, f"the client sent its password in clear ({plugin})")
+            return False
+        self._cleartext_watch = CleartextWatch(plugin)
+        return True
+
+    def _change_user_allowed(
+        self, tracker: ConnectionTracker, data: bytes, idle_before: bool
+    ) -> bool:
+        """Guarded session (TLS client, plain backend), after a client chunk in the
+        command phase: a COM_CHANGE_USER that started in it is checked like a login (its
+        own auth data, then the server's answers). Returns False when it was refused."""
+        if self._cleartext_watch is not None or tracker.current_command != Command.COM_CHANGE_USER:
+            return True
+        payload = _change_user_packet(data) if idle_before else None
+        if payload is None:
+            # Split across chunks or queued behind other commands: it cannot be checked.
+            self._refuse_cleartext(1, "a COM_CHANGE_USER that could not be checked")
+            return False
+        secure = bool(tracker.capabilities & Capability.CLIENT_SECURE_CONNECTION)
+        try:
+            auth_response, plugin = change_user_auth(payload, secure)
+        except ProtocolError:
+            auth_response, plugin = b"", None  # the tracker accepted it: the server judges
+        if sends_cleartext(plugin, auth_response):
+            self._refuse_cleartext(1, f"the client sent its password in clear ({plugin})")
+            return False
+        self._cleartext_watch = CleartextWatch(plugin)
+        return True
+
+    def _server_auth_allowed(self, data: bytes) -> bool:
+        """Server bytes (the client's numbering) while an authentication is watched:
+        False, and the client refused, if they would make it send a cleartext password."""
+        watch = self._cleartext_watch
+        if watch is None:
+            return True
+        found = watch.feed(data)
+        if found is None:
+            if watch.done:
+                self._cleartext_watch = None
+            return True
+        sequence_id, what = found
+        self._refuse_cleartext(sequence_id, what)
+        return False
+
+    def _refuse_cleartext(self, sequence_id: int, what: str) -> None:
+        """Refuse an authentication whose password would go in clear to a backend leg
+        without TLS: ERR 1045 (SQLSTATE 28000) to the client, then close both legs."""
+        message = (
+            f"mysqlproxy: refusing to send a cleartext password to backend "
+            f"{self.backend.address} over a connection without TLS ({what}); give the "
+            "server TLS and run the proxy with --backend-tls required (or verify-ca, "
+            "verify-identity), or use an authentication method that sends no password"
+        )
+        log.warning("connection %d from %s: %s", self.connection_id, self.client_address, message)
+        self._refuse(
+            sequence_id, ErrorCode.ER_ACCESS_DENIED_ERROR, message, CLEARTEXT_REFUSED_SQLSTATE
+        )
+        self.addons.trigger(
+            AuthenticationFailed(self.info(), int(ErrorCode.ER_ACCESS_DENIED_ERROR), message)
+        )
 
     async def _client_tls(self, raw: asyncio.Transport, early: bytes) -> None:
         """Terminate TLS on the client leg (the client sent an SSLRequest)."""
@@ -427,9 +558,13 @@ class Session:
             return
         self.client = transport
         self.client_tls = True
-        self.client.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        tracker.tls_established()
-        leg.release()
+        try:
+            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+            tracker.tls_established()
+            leg.release()
+        except Exception as exc:  # a bug, most likely: this connection only, and said why
+            # The client's next read is the answer to its handshake response (id 3).
+            self._internal_error_after_tls("the client", 3, exc)
 
     async def _backend_tls_upgrade(
         self, raw: asyncio.Transport, held: bytes, reply_seq: int
@@ -444,7 +579,7 @@ class Session:
             transport = await loop.start_tls(
                 raw,
                 _Leg(self, is_client=False),
-                backend.tls.ssl_context,
+                self._backend_tls_settings.ssl_context,
                 server_hostname=address.host if address.unix_path is None else None,
                 ssl_handshake_timeout=backend.connect_timeout,
             )
@@ -458,14 +593,39 @@ class Session:
             if transport is not None:
                 transport.abort()
             return
-        server = transport
-        self.server = server
+        self.server = transport
         self.backend_tls = True
+        try:
+            self._backend_tls_established(transport, held)
+        except Exception as exc:  # a bug, most likely: this connection only, and said why
+            self._internal_error_after_tls(f"backend {self.backend.address}", reply_seq, exc)
+
+    def _backend_tls_established(self, server: asyncio.Transport, held: bytes) -> None:
+        """The backend leg is TLS now: send the held handshake response, then the
+        client bytes that waited for it."""
         server.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         server.write(held)
         pending, self._pending_client_data = self._pending_client_data, []
         for chunk in pending:
             self.client_data(chunk)
+
+    def _internal_error_after_tls(self, peer: str, sequence_id: int, exc: Exception) -> None:
+        """An exception in a TLS upgrade task once the handshake succeeded: it would
+        only reach the task's logger, leaving the client waiting. Close the session
+        (with an ERR, which the client reads if it is still in the login it expects)."""
+        log.error(
+            "connection %d from %s: internal error after the TLS handshake with %s",
+            self.connection_id, self.client_address, peer, exc_info=exc,
+        )
+        if self.closed:
+            return
+        self._refuse(
+            sequence_id,
+            ErrorCode.ER_HANDSHAKE_ERROR,
+            f"mysqlproxy: internal error after the TLS handshake with {peer}: "
+            f"{type(exc).__name__}: {exc}",
+            "08S01",
+        )
 
     def _backend_tls_failed(self, sequence_id: int, reason: str) -> None:
         """Tell the client the backend leg's TLS failed. The words are those of the
@@ -490,7 +650,7 @@ class Session:
         if refusal is None:
             if tracker.idle:
                 self.close(None)
-        elif tracker.current_command is None:
+        elif tracker.current_command is None and not self._refused_packet_open:
             self._refuse(*refusal, linger=True)
 
     def _packet_too_large(
@@ -506,7 +666,10 @@ class Session:
             "connection %d from %s: client packet of %d bytes refused, max_packet_size is %d",
             self.connection_id, self.client_address, exc.size, exc.limit,
         )
-        if not exc.behind_commands:
+        # Under compression the client numbers the ERR after its last frame of the
+        # packet: the frames still to come are read first (protocol/compression.py).
+        frames_to_come = self._compression is not None and not exc.ended
+        if not exc.behind_commands and not frames_to_come:
             self._refuse(*refusal, linger=True)
             return
         # Pipelined commands came first: like the server, answer them, then refuse.
@@ -514,10 +677,38 @@ class Session:
         # the client sends from now on is dropped.
         self._deferred_refusal = refusal
         self.close_when_idle = True
+        if frames_to_come:
+            self._refused_packet_open = True
+            asyncio.get_running_loop().call_later(
+                LINGER_SECONDS, self._refused_packet_timed_out
+            )
         if exc.forward:
             server.write(exc.forward)
         if tracker.events:
             self._dispatch(tracker)
+
+    def _skip_refused_frames(self, tracker: ConnectionTracker, data: bytes) -> None:
+        """Compressed: take the client's frames until the refused packet ends, so that
+        the ERR gets the compressed sequence id after the last of them."""
+        link = self._compression
+        assert link is not None
+        try:
+            for frame in link.client_frames(data):
+                if tracker.skip_refused(frame.payload):
+                    self._refused_packet_open = False
+                    break
+        except ProtocolError as exc:
+            self.close(f"malformed data from client: {exc}")
+            return
+        if not self._refused_packet_open:
+            self._close_if_done(tracker)
+
+    def _refused_packet_timed_out(self) -> None:
+        if self._refused_packet_open and not self.closed and self._deferred_refusal:
+            # Numbered after the last frame seen: what a client still sending expects
+            # cannot be known.
+            self._refused_packet_open = False
+            self._refuse(*self._deferred_refusal, linger=True)
 
     def idle_check(self, now: float, timeout: float) -> None:
         """Called by the server's idle sweep: close the connection once the client, with
@@ -719,6 +910,19 @@ class _ClientLeg(_Leg):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.session.client_connected(cast(asyncio.Transport, transport))
+
+
+def _change_user_packet(data: bytes) -> bytes | None:
+    """The payload of the COM_CHANGE_USER packet among the whole packets of `data`."""
+    pos, n = 0, len(data)
+    while pos + 4 < n:
+        end = pos + 4 + (data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16)
+        if end > n:
+            return None
+        if data[pos + 4] == Command.COM_CHANGE_USER:
+            return data[pos + 4 : end]
+        pos = end
+    return None
 
 
 def _close_lingering(transport: asyncio.Transport) -> None:

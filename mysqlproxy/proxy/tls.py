@@ -14,6 +14,14 @@ backend (`BackendTls`) it sends its own SSLRequest when the mode asks for it:
     verify-identity  as verify-ca, and the certificate must name the backend host
 
 The modes are libmysqlclient's --ssl-mode values, plus as-client.
+
+Only the verify modes authenticate the backend: with as-client, preferred and required
+the leg is encrypted, but whoever answers on the backend's address (a man in the middle
+included) gets what the client sends, so `run` warns when it terminates client TLS in
+front of them. And when the client leg is TLS while the backend leg is plain, a client
+that trusts its TLS connection may send its password in clear (caching_sha2_password
+full authentication, sha256_password, mysql_clear_password): the session refuses such
+an authentication with ERR 1045 rather than relay the password (see proxy/session.py).
 """
 
 from __future__ import annotations
@@ -68,7 +76,9 @@ class BackendTls:
     """TLS toward the backend: the mode and the client-side context."""
 
     mode: BackendTlsMode = BackendTlsMode.AS_CLIENT
-    context: ssl.SSLContext | None = None  # None: the shared unverified context
+    # None: the shared unverified context (as-client, preferred and required without a
+    # client certificate). Disabled never starts TLS: its ssl_context raises.
+    context: ssl.SSLContext | None = None
     # The files the context was made from (a runtime change of mode remakes it).
     ca_file: str | None = None
     cert_file: str | None = None
@@ -76,7 +86,27 @@ class BackendTls:
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
+        """The context for the backend leg's TLS handshake (never asked for when
+        disabled: that mode never starts TLS)."""
+        if self.mode is BackendTlsMode.DISABLED:
+            raise ValueError("--backend-tls disabled: no TLS to the backend")
         return self.context if self.context is not None else _unverified_context()
+
+    @property
+    def unauthenticated_warning(self) -> str | None:
+        """What to warn about when clients get TLS but this mode does not verify the
+        backend; None for the verify modes."""
+        if self.mode.verifies:
+            return None
+        if self.mode is BackendTlsMode.DISABLED:
+            leg = "is plain"
+        else:
+            leg = "is encrypted when TLS is used, but the backend's certificate is not checked"
+        return (
+            f"--backend-tls {self.mode}: the backend leg {leg}, so the backend is not "
+            "authenticated (clients that verify the proxy's certificate get no such "
+            "guarantee past it); use --backend-tls verify-ca or verify-identity"
+        )
 
 
 def _describe(exc: BaseException) -> str:

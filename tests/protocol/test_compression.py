@@ -5,6 +5,7 @@ compressed mode, where the plain sequence ids inside the frames go unchecked."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import zlib
@@ -24,7 +25,7 @@ from mysqlproxy.protocol.compression import (
     encode_frames,
 )
 from mysqlproxy.protocol.constants import MASKED_CAPABILITIES, Capability
-from mysqlproxy.protocol.errors import ProtocolError, UnsupportedFeature
+from mysqlproxy.protocol.errors import PacketTooLarge, ProtocolError, UnsupportedFeature
 from mysqlproxy.protocol.events import QueryEvent
 from mysqlproxy.protocol.packets import encode_packet
 from mysqlproxy.protocol.tracker import ConnectionTracker
@@ -424,3 +425,59 @@ def test_relay_of_mutated_compressed_data_raises_only_protocol_error(
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _refusal_reply(tracker: ConnectionTracker, chunks: list[bytes]) -> bytes:
+    """The relay's part in refusing an oversized packet under compression, without
+    sockets: frames go through the tracker until PacketTooLarge, then through
+    skip_refused until the packet has ended; the ERR is framed after the last frame
+    taken. Returns the ERR as framed for the client."""
+    link = CompressedLink()
+    refused: PacketTooLarge | None = None
+    ended = False
+    for chunk in chunks:
+        if refused is None:
+            try:
+                for frame in link.client_frames(chunk):
+                    tracker.client_data(frame.payload)
+                continue
+            except PacketTooLarge as exc:
+                refused, ended = exc, exc.ended
+                chunk = b""  # the chunk's frames after that one are in the link already
+        if not ended:
+            for frame in link.client_frames(chunk):
+                ended = tracker.skip_refused(frame.payload)
+                if ended:
+                    break  # (taking the next frame would count it)
+        if ended:
+            break
+    assert refused is not None and ended
+    return link.reply_to_client(encode_packet(refused.sequence_id, pk.err()))
+
+
+@pytest.mark.parametrize("split", ["whole", "bytewise", "per frame"])
+@pytest.mark.parametrize("cuts", [[100], [4, 3000], [2, 50, 51, 4000]], ids=str)
+def test_refusal_answers_the_last_frame_of_the_refused_packet(
+    cuts: list[int], split: str
+) -> None:
+    """libmariadb sends a packet larger than its 16 KiB net buffer as several frames; the
+    header over the limit is in the first. The client numbers the answer after its last
+    frame: the ERR's compressed sequence id must follow that one, not the first."""
+    tracker = _logged_in(pk.CLIENT_CAPABILITIES | Capability.CLIENT_COMPRESS)
+    tracker.max_packet_size = 1000
+    plain = encode_packet(0, pk.com_query("SELECT '" + "x" * 5000 + "'"))
+    bounds = [0, *cuts, len(plain)]
+    frames = [
+        encode_frames(seq, plain[start:end], compress=seq % 2 == 0)
+        for seq, (start, end) in enumerate(itertools.pairwise(bounds))
+    ]
+    after = encode_frames(0, encode_packet(0, pk.com_ping()))  # not read
+    data = b"".join(frames) + after
+    chunks = {
+        "whole": [data],
+        "bytewise": list(_bytewise(data)),
+        "per frame": [*frames, after],
+    }[split]
+    reply = _refusal_reply(tracker, chunks)
+    assert reply[3] == len(frames)  # after the last frame (ids 0 .. len - 1)
+    assert reply[7:] == encode_packet(1, pk.err())  # the plain id: the header's + 1

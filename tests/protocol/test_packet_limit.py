@@ -130,3 +130,53 @@ def test_waiting_for_client() -> None:
     assert tracker.waiting_for_client and not tracker.idle
     tracker.client_data(b"\x00\x00\x03SELE")
     assert not tracker.waiting_for_client  # a command in flight
+
+
+@pytest.mark.parametrize("split", SPLITTERS.values(), ids=SPLITTERS.keys())
+def test_the_rest_of_a_refused_packet_is_passed_over(split: Splitter) -> None:
+    """After the refusal, skip_refused reads the rest of the packet and says where it
+    ends (under compression the ERR waits for that); what follows is not read."""
+    tracker, _ = logged_in()
+    over = encode_packet(0, b"\x03" + b"x" * (3 * LIMIT))
+    refused: PacketTooLarge | None = None
+    ended = False
+    fed = 0
+    for piece in split(over + encode_packet(0, b"\x0e")):
+        fed += len(piece)
+        if refused is None:
+            try:
+                tracker.client_data(piece)
+                continue
+            except PacketTooLarge as exc:
+                refused, ended = exc, exc.ended
+        else:
+            ended = tracker.skip_refused(piece)
+        if ended:
+            break
+    # It ended with the piece that holds the packet's last byte.
+    assert refused is not None and ended
+    assert fed - len(piece) < len(over) <= fed
+
+
+def test_the_rest_of_a_refused_packet_of_several_pieces_is_passed_over() -> None:
+    """The pieces after the one over the limit (0xFFFFFF each) are read by their headers."""
+    tracker, _ = logged_in()
+    payload = b"\x03" + b"x" * (2 * MAX_PACKET_PAYLOAD + 10)
+    data = encode_packet(0, payload)
+    with pytest.raises(PacketTooLarge) as info:
+        tracker.client_data(data[:100])
+    assert info.value.sequence_id == 1 and not info.value.ended
+    # Cut inside the second piece's header, then inside the third's payload.
+    second_header = 4 + MAX_PACKET_PAYLOAD
+    assert not tracker.skip_refused(data[100 : second_header + 2])
+    assert not tracker.skip_refused(data[second_header + 2 : -5])
+    assert tracker.skip_refused(data[-5:] + b"not read")
+    assert tracker.skip_refused(b"")  # nothing more to pass over
+
+
+def test_a_refused_packet_that_ends_in_its_chunk_has_ended() -> None:
+    tracker, _ = logged_in()
+    with pytest.raises(PacketTooLarge) as info:
+        tracker.client_data(encode_packet(0, b"\x03" + b"x" * LIMIT) + b"\x01\x00\x00")
+    assert info.value.ended
+    assert tracker.skip_refused(b"\x00\x0e")

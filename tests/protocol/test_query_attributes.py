@@ -25,9 +25,10 @@ from mysqlproxy.protocol.constants import (
 from mysqlproxy.protocol.errors import ProtocolError
 from mysqlproxy.protocol.events import Authenticated
 from mysqlproxy.protocol.packets import encode_packet
+from mysqlproxy.protocol.tracker import MAX_CAPTURED_COMMAND
 from mysqlproxy.testing import packets as pk
 from mysqlproxy.testing.packets import CLIENT, SERVER, Column, Conversation
-from tests.protocol.support import SPLITTERS, new_tracker, query_event, replay
+from tests.protocol.support import SPLITTERS, about_n_pieces, new_tracker, query_event, replay
 
 QA = Capability.CLIENT_QUERY_ATTRIBUTES
 # What MySQL 8 offers, less what the proxy masks: the greeting passes unchanged.
@@ -354,3 +355,101 @@ def test_execute_attributes_on_a_statement_without_placeholders() -> None:
         params=(),
         query_attributes=(("trace", "x"),),
     )
+
+
+BLOB = FieldType.MYSQL_TYPE_BLOB
+
+
+def _executes(conv: Conversation) -> list[Any]:
+    events = replay(conv.chunks, about_n_pieces(20)).events
+    return [
+        (e.params, e.query_attributes, e.truncated)
+        for e in events
+        if getattr(e, "command", None) == Command.COM_STMT_EXECUTE
+    ]
+
+
+def test_types_bound_by_an_execute_cut_at_the_capture_limit_hold() -> None:
+    """An execute whose value passes MAX_CAPTURED_COMMAND has no values to log, but the
+    types it binds sit before the cut: a later execute that sends none is read with
+    them (the server's), not with the types bound before."""
+    conv = login()
+    columns = [Column("c", BLOB)]
+    conv.command(pk.com_stmt_prepare("SELECT ?"), *pk.prepare_response(
+        3, ["?"], columns, deprecate_eof=False))
+    ok = pk.ok()
+    conv.command(pk.com_stmt_execute(3, [LONG], [5], query_attributes=[]), ok)
+    big = b"x" * (MAX_CAPTURED_COMMAND + 1000)
+    conv.command(pk.com_stmt_execute(3, [BLOB], [big], query_attributes=[("a", 1)]), ok)
+    conv.command(
+        pk.com_stmt_execute(
+            3, [BLOB], [b"abc"], new_params_bound=False, query_attributes=[("a", 2)]
+        ),
+        ok,
+    )
+    assert _executes(conv) == [
+        ((5,), None, False),
+        (None, None, True),  # cut: its values are not decoded
+        ((b"abc",), (("", 2),), False),
+    ]
+
+
+def test_types_cut_at_the_capture_limit_are_forgotten() -> None:
+    """Cut inside the types themselves (a long attribute name): the types in force are
+    unknown, so a later execute without types logs no parameters rather than values
+    misread with the types bound before."""
+    conv = login()
+    columns = [Column("c", BLOB)]
+    conv.command(pk.com_stmt_prepare("SELECT ?"), *pk.prepare_response(
+        3, ["?"], columns, deprecate_eof=False))
+    ok = pk.ok()
+    conv.command(pk.com_stmt_execute(3, [LONG], [5], query_attributes=[("a", 0)]), ok)
+    long_name = "n" * (MAX_CAPTURED_COMMAND + 10)
+    conv.command(pk.com_stmt_execute(3, [BLOB], [b"x"], query_attributes=[(long_name, 1)]), ok)
+    conv.command(
+        pk.com_stmt_execute(
+            3, [BLOB], [b"abcd"], new_params_bound=False, query_attributes=[("a", 2)]
+        ),
+        ok,
+    )
+    executes = _executes(conv)
+    assert executes[0] == ((5,), (("a", 0),), False)
+    assert executes[1] == (None, None, True)
+    # Not b"\x04abc" read as a LONG with the first execute's types:
+    assert executes[2] == (None, None, False)
+
+
+@pytest.mark.parametrize("emit", [False, True], ids=["logging_off", "logging_on"])
+def test_execute_values_are_decoded_only_for_an_event(
+    emit: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With logging off an execute's values are never decoded; with it on, once."""
+    conv = login()
+    columns = [Column("c", LONG)]
+    conv.command(pk.com_stmt_prepare("SELECT ?, ?"), *pk.prepare_response(
+        3, ["?", "?"], columns, deprecate_eof=False))
+    for value in (1, 2, 3):
+        conv.command(
+            pk.com_stmt_execute(
+                3, [LONG, VARCHAR], [value, "s"], query_attributes=[("trace", "t")]
+            ),
+            *pk.binary_result_set(columns, [[value]], deprecate_eof=False),
+        )
+    decoded: list[int] = []
+    read_value = messages._read_binary_value
+
+    def counting(*args: Any) -> Any:
+        decoded.append(1)
+        return read_value(*args)
+
+    monkeypatch.setattr(messages, "_read_binary_value", counting)
+    tracker = new_tracker()
+    tracker.emit_query_events = emit
+    result = replay(conv.chunks, tracker=tracker)
+    executes = [e for e in result.queries if e.command == Command.COM_STMT_EXECUTE]
+    if emit:
+        assert [e.params for e in executes] == [(1, "s"), (2, "s"), (3, "s")]
+        assert len(decoded) == 3 * 3  # two parameters and one attribute, each once
+    else:
+        assert executes == [] and decoded == []
+    assert tracker.statements[3].param_types == (LONG, VARCHAR, VARCHAR)

@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mysqlproxy.protocol import messages
-from mysqlproxy.protocol.auth_sequence import AuthSequenceShift
+from mysqlproxy.protocol.auth_sequence import (
+    AuthSequenceShift,
+    CleartextWatch,
+    change_user_auth,
+    sends_cleartext,
+)
 from mysqlproxy.protocol.constants import MASKED_CAPABILITIES, Capability, Command
 from mysqlproxy.protocol.errors import ProtocolError, UnsupportedFeature
 from mysqlproxy.protocol.events import Authenticated
@@ -241,3 +246,85 @@ def test_renumbering_does_not_depend_on_chunking(
     out = b"".join(shift.to_client(chunk) for chunk in chunks)
     assert shift.done
     assert out == _shifted(packets, -offset) + behind
+
+
+# --- cleartext passwords toward a plain backend leg (CleartextWatch) --------------------
+
+_SWITCH_NATIVE = b"\xfemysql_native_password\x00" + b"n" * 20 + b"\x00"
+
+
+@pytest.mark.parametrize(
+    ("plugin", "packets", "found"),
+    [
+        # caching_sha2_password: fast auth success, then OK: nothing asked in clear.
+        ("caching_sha2_password", [b"\x01\x03", b"\x00\x00\x00\x02\x00\x00\x00"], None),
+        # perform full authentication: the client would answer with its password.
+        ("caching_sha2_password", [b"\x01\x04"], (3, "caching_sha2_password full")),
+        # A switch to caching_sha2_password, then full authentication.
+        (
+            "mysql_native_password",
+            [b"\xfecaching_sha2_password\x00" + b"s" * 20 + b"\x00", b"\x01\x04"],
+            (4, "full authentication"),
+        ),
+        # The same two bytes under another plugin are that plugin's business.
+        ("client_ed25519", [b"\x01\x04"], None),
+        ("mysql_native_password", [_SWITCH_NATIVE, b"\x00\x00\x00\x02\x00\x00\x00"], None),
+        ("caching_sha2_password", [b"\xfemysql_clear_password\x00"], (3, "mysql_clear_password")),
+        ("caching_sha2_password", [b"\xfesha256_password\x00" + b"s" * 20 + b"\x00"],
+         (3, "sha256_password")),
+        ("mysql_native_password", [b"\xfedialog\x00\x04Password: "], (3, "dialog")),
+        # sha256_password's public key (after the client's 0x01) is not a request.
+        ("sha256_password", [b"\x01-----BEGIN PUBLIC KEY-----\n" + b"k" * 400], None),
+        # ERR ends the watch: what follows is not authentication.
+        ("caching_sha2_password", [b"\xff\x15\x04#28000denied", b"\x01\x04"], None),
+    ],
+)
+@pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
+def test_cleartext_watch(
+    plugin: str, packets: list[bytes], found: tuple[int, str] | None, bytewise: bool
+) -> None:
+    """Server packets of a TLS client's login (numbered for it: the first at id 3)."""
+    watch = CleartextWatch(plugin)
+    data = b"".join(encode_packet(3 + i, p) for i, p in enumerate(packets))
+    chunks = [data[i : i + 1] for i in range(len(data))] if bytewise else [data]
+    results = [r for r in map(watch.feed, chunks) if r is not None]
+    if found is None:
+        assert results == []
+    else:
+        assert len(results) == 1
+        seq, words = results[0]
+        assert seq == found[0] and found[1] in words
+
+
+def test_cleartext_watch_done_after_ok() -> None:
+    watch = CleartextWatch("caching_sha2_password")
+    assert watch.feed(encode_packet(3, b"\x01\x03")) is None and not watch.done
+    assert watch.feed(encode_packet(4, b"\x00\x00\x00\x02\x00\x00\x00")) is None
+    assert watch.done
+
+
+@pytest.mark.parametrize(
+    ("plugin", "response", "cleartext"),
+    [
+        ("mysql_clear_password", b"secret\x00", True),
+        ("mysql_clear_password", b"\x00", False),  # no password
+        ("sha256_password", b"secret\x00", True),
+        ("sha256_password", b"\x01", False),  # asks for the public key (RSA follows)
+        ("dialog", b"secret\x00", True),
+        ("caching_sha2_password", b"s" * 32, False),  # a scramble
+        ("mysql_native_password", b"n" * 20, False),
+        (None, b"anything", False),
+    ],
+)
+def test_sends_cleartext(plugin: str | None, response: bytes, cleartext: bool) -> None:
+    assert sends_cleartext(plugin, response) is cleartext
+
+
+def test_change_user_auth() -> None:
+    payload = (
+        bytes((Command.COM_CHANGE_USER,)) + b"bob\x00" + bytes((7,)) + b"secret\x00"
+        + b"db\x00" + b"\x2d\x00" + b"mysql_clear_password\x00"
+    )
+    assert change_user_auth(payload, secure_connection=True) == (
+        b"secret\x00", "mysql_clear_password"
+    )

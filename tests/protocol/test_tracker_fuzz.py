@@ -7,6 +7,13 @@
     only ProtocolError (or a subclass), never anything else, and never hangs: each
     example runs under a timer.
 
+Each connection is fed as the session feeds it (`_Feeder`): the tracker offers
+CLIENT_SSL, so an SSLRequest moves it to the TLS phase (the rest of that chunk is the
+TLS handshake, which the I/O layer would take, and the next client chunk comes after
+`tls_established()`); and once it turns compressed, each leg's bytes go through a
+CompressedLink and each frame's plain bytes to the tracker. The corpus has sessions in
+both modes, and in both at once.
+
 The trackers run on constant clocks, so events compare exactly.
 """
 
@@ -21,12 +28,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mysqlproxy.protocol.compression import CompressedLink, encode_frames
 from mysqlproxy.protocol.constants import Capability, FieldType
 from mysqlproxy.protocol.errors import ProtocolError
 from mysqlproxy.protocol.messages import ParamValue
+from mysqlproxy.protocol.packets import encode_packet
+from mysqlproxy.protocol.tracker import C_TLS, ConnectionTracker
 from mysqlproxy.testing import packets as pk
 from mysqlproxy.testing.packets import CLIENT, SERVER, Chunk, Column, Conversation, Direction
-from tests.protocol.support import Replay, load_recordings, replay
+from tests.protocol.support import Replay, load_recordings, new_tracker
 
 # --- the corpus ------------------------------------------------------------------------------
 
@@ -155,27 +165,163 @@ def _login_variants() -> Iterator[tuple[str, list[Chunk]]]:
     yield "factory-query-attributes", attributes.chunks
 
 
+CLIENT_HELLO = b"\x16\x03\x01\x00\x05hello"  # a TLS record, as the tracker sees one
+
+
+def _tls_login(capabilities: Capability, early_data: bool) -> Conversation:
+    """An SSLRequest (with the start of the TLS handshake behind it in the same chunk,
+    or not), then, over TLS, the handshake response at sequence id 2 and the OK."""
+    conv = Conversation()
+    conv.server(pk.greeting_mariadb())
+    caps = capabilities | Capability.CLIENT_SSL
+    request = conv.client(pk.ssl_request(caps))
+    if early_data:
+        conv.chunks[-1] = Chunk(CLIENT, request + CLIENT_HELLO)
+    conv.client(pk.handshake_response(caps, auth_response=b"\x01" * 20))
+    conv.server(pk.ok())
+    return conv
+
+
+def _tls_session() -> list[Chunk]:
+    conv = _tls_login(pk.CLIENT_CAPABILITIES, early_data=True)
+    conv.command(
+        pk.com_query("SELECT 1"), *pk.text_result_set(["1"], [[b"1"]], deprecate_eof=False)
+    )
+    conv.command(pk.com_change_user("bob", b"", "shop"), pk.auth_switch_request())
+    conv.client(b"s" * 20)
+    conv.server(pk.ok())
+    conv.command(pk.com_quit())
+    return conv.chunks
+
+
+def _compressed_session(tls: bool) -> list[Chunk]:
+    """A plain login that negotiates CLIENT_COMPRESS (over TLS, or not), then frames both
+    ways as libmariadb and MariaDB write them: a packet cut across frames, a second
+    result set whose plain sequence ids restart after a flush, a LOCAL INFILE exchange,
+    prepared statements, stored and compressed frames."""
+    caps = pk.CLIENT_CAPABILITIES | Capability.CLIENT_COMPRESS
+    if tls:
+        chunks = list(_tls_login(caps, early_data=False).chunks)
+    else:
+        chunks = list(pk.login(client_capabilities=caps).chunks)
+
+    def client(seq: int, plain: bytes) -> None:
+        chunks.append(Chunk(CLIENT, encode_frames(seq, plain)))
+
+    def server(*frames: bytes) -> None:
+        chunks.append(Chunk(SERVER, b"".join(frames)))
+
+    rows = [[str(i).encode(), b"x" * (i % 90)] for i in range(60)]
+    result = pk.frame(1, pk.text_result_set(["id", "v"], rows, deprecate_eof=False))
+    cut = len(result) // 2 + 1  # inside a row
+    client(0, encode_packet(0, pk.com_query("SELECT id, v FROM t")))
+    server(encode_frames(1, result[:cut]), encode_frames(2, result[cut:], compress=False))
+    first = pk.text_result_set(["a"], [[b"1"]], deprecate_eof=False, more_results=True)
+    second = pk.text_result_set(["b"], [[b"2"]], deprecate_eof=False)
+    client(0, encode_packet(0, pk.com_query("SELECT 1 AS a; SELECT 2 AS b")))
+    server(encode_frames(1, pk.frame(1, first)), encode_frames(2, pk.frame(2, second)))
+    client(0, encode_packet(0, pk.com_query("LOAD DATA LOCAL INFILE 'f' INTO TABLE t")))
+    server(encode_frames(1, encode_packet(1, pk.local_infile_request("f"))))
+    client(2, encode_packet(2, b"1,2\n" * 30) + encode_packet(3, b""))
+    server(encode_frames(3, encode_packet(3, pk.ok(30))))
+    columns = [Column("c", FieldType.MYSQL_TYPE_LONG)]
+    client(0, encode_packet(0, pk.com_stmt_prepare("SELECT ?")))
+    server(encode_frames(1, pk.frame(1, pk.prepare_response(
+        1, ["?"], columns, deprecate_eof=False))))
+    client(0, encode_packet(0, pk.com_stmt_execute(1, [FieldType.MYSQL_TYPE_LONG], [7])))
+    server(encode_frames(1, pk.frame(1, pk.binary_result_set(
+        columns, [[7]], deprecate_eof=False))))
+    client(0, encode_packet(0, pk.com_ping()) + encode_packet(0, pk.com_stmt_close(1)))
+    server(encode_frames(1, encode_packet(1, pk.ok())))
+    client(0, encode_packet(0, pk.com_query("SELECT nope")))
+    server(encode_frames(1, encode_packet(1, pk.err(1054, "Unknown column"))))
+    client(0, encode_packet(0, pk.com_quit()))
+    return chunks
+
+
 CORPUS: dict[str, list[Chunk]] = {
     **{name: recording.chunks for name, recording in load_recordings()},
     "factory-eof": _factory_session(False).chunks,
     "factory-deprecate-eof": _factory_session(True).chunks,
     **dict(_login_variants()),
+    "factory-tls": _tls_session(),
+    "factory-compressed": _compressed_session(tls=False),
+    "factory-tls-compressed": _compressed_session(tls=True),
 }
 _WHOLE: dict[str, Replay] = {}
 
 
+def _starts_with_ssl_request(data: bytes) -> bool:
+    return data[:4] == b"\x20\x00\x00\x01"  # 32 bytes at sequence id 1
+
+
+class _Feeder:
+    """One connection's chunks to a tracker, as the session passes them (see the module
+    docstring); returns what the tracker forwards (plain bytes)."""
+
+    def __init__(self) -> None:
+        self.tracker: ConnectionTracker = new_tracker()
+        self.tracker.offered_capabilities = Capability.CLIENT_SSL
+        self.link: CompressedLink | None = None
+        self.to_server = bytearray()
+        self.to_client = bytearray()
+
+    def chunk(self, chunk: Chunk, pieces: Iterator[bytes]) -> None:
+        tracker = self.tracker
+        if chunk.direction == CLIENT:
+            if tracker.client_phase == C_TLS:
+                tracker.tls_established()  # the handshake took the chunks before this one
+            for piece in pieces:
+                if tracker.client_phase == C_TLS:
+                    return  # the rest of the chunk is the TLS handshake's
+                out = self._client(piece)
+                assert isinstance(out, bytes)
+                self.to_server += out
+        else:
+            for piece in pieces:
+                out = self._server(piece)
+                assert isinstance(out, bytes)
+                self.to_client += out
+
+    def _client(self, data: bytes) -> bytes:
+        if self.link is None:
+            return self.tracker.client_data(data)
+        return b"".join(self.tracker.client_data(f.payload) for f in self.link.client_frames(data))
+
+    def _server(self, data: bytes) -> bytes:
+        if self.link is None:
+            out = self.tracker.server_data(data)
+            if self.tracker.compressed:  # that was the OK ending authentication
+                self.link = CompressedLink()
+            return out
+        return b"".join(self.tracker.server_data(f.payload) for f in self.link.server_frames(data))
+
+
 def _fed_whole(name: str) -> Replay:
     if name not in _WHOLE:
-        _WHOLE[name] = replay(CORPUS[name])
+        feeder = _Feeder()
+        for chunk in CORPUS[name]:
+            feeder.chunk(chunk, iter([chunk.data]))
+        _WHOLE[name] = Replay(feeder.tracker, bytes(feeder.to_server), bytes(feeder.to_client))
     return _WHOLE[name]
 
 
 def test_corpus_is_valid() -> None:
-    assert len(CORPUS) == 13
+    assert len(CORPUS) == 16
     for name in CORPUS:
         result = _fed_whole(name)
         assert result.tracker.idle, name
         assert result.events, name
+
+
+def test_corpus_covers_tls_and_compression() -> None:
+    for name in ("factory-tls", "factory-tls-compressed"):
+        assert _fed_whole(name).tracker.client_tls, name
+    for name in ("factory-compressed", "factory-tls-compressed"):
+        tracker = _fed_whole(name).tracker
+        assert tracker.compressed, name
+        queries = [e for e in tracker.events if getattr(e, "query", None) is not None]
+        assert [q.query for q in queries][-2:] == ["SELECT nope", ""], name  # ... COM_QUIT
 
 
 # --- (a) random splits ----------------------------------------------------------------------
@@ -192,9 +338,15 @@ def _pieces(data: bytes, sizes: list[int]) -> Iterator[bytes]:
 
 
 def _merge_same_direction(chunks: list[Chunk]) -> list[Chunk]:
+    """Consecutive chunks of one side as one, except across a TLS handshake (which
+    separates the SSLRequest from the handshake response)."""
     merged: list[Chunk] = []
     for chunk in chunks:
-        if merged and merged[-1].direction == chunk.direction:
+        if (
+            merged
+            and merged[-1].direction == chunk.direction
+            and not _starts_with_ssl_request(merged[-1].data)
+        ):
             merged[-1] = Chunk(chunk.direction, merged[-1].data + chunk.data)
         else:
             merged.append(chunk)
@@ -211,19 +363,13 @@ def _merge_same_direction(chunks: list[Chunk]) -> list[Chunk]:
 def test_random_pieces_give_the_same_events(name: str, sizes: list[int], merge: bool) -> None:
     expected = _fed_whole(name)
     chunks = _merge_same_direction(CORPUS[name]) if merge else CORPUS[name]
-    tracker = replay([]).tracker
-    to_server = bytearray()
-    to_client = bytearray()
+    feeder = _Feeder()
     for chunk in chunks:
-        for piece in _pieces(chunk.data, sizes):
-            if chunk.direction == CLIENT:
-                to_server += tracker.client_data(piece)
-            else:
-                to_client += tracker.server_data(piece)
-    assert tracker.events == expected.events
-    assert bytes(to_server) == expected.to_server
-    assert bytes(to_client) == expected.to_client
-    assert tracker.idle
+        feeder.chunk(chunk, _pieces(chunk.data, sizes))
+    assert feeder.tracker.events == expected.events
+    assert bytes(feeder.to_server) == expected.to_server
+    assert bytes(feeder.to_client) == expected.to_client
+    assert feeder.tracker.idle
 
 
 # --- (b) mutations ---------------------------------------------------------------------------
@@ -257,14 +403,9 @@ def _bounded(work: Callable[[], None], limit: float = TIME_LIMIT) -> None:
 
 def _feed_mutated(chunks: list[Chunk], sizes: list[int]) -> None:
     def work() -> None:
-        tracker = replay([]).tracker
+        feeder = _Feeder()
         for chunk in chunks:
-            for piece in _pieces(chunk.data, sizes):
-                if chunk.direction == CLIENT:
-                    out = tracker.client_data(piece)
-                else:
-                    out = tracker.server_data(piece)
-                assert isinstance(out, bytes)
+            feeder.chunk(chunk, _pieces(chunk.data, sizes))
 
     _bounded(work)
 
@@ -331,9 +472,20 @@ def test_mutated_input_raises_only_protocol_errors(chunks: list[Chunk], sizes: l
     _feed_mutated(chunks, sizes)
 
 
+LOGINS: dict[str, Callable[[], list[Chunk]]] = {
+    "none": list,
+    "eof": lambda: pk.login().chunks,
+    "deprecate-eof": lambda: pk.login(deprecate_eof=True).chunks,
+    "tls": lambda: _tls_login(pk.CLIENT_CAPABILITIES, early_data=False).chunks,
+    "compressed": lambda: pk.login(
+        client_capabilities=pk.CLIENT_CAPABILITIES | Capability.CLIENT_COMPRESS
+    ).chunks,
+}
+
+
 @settings(max_examples=600, deadline=None)
 @given(
-    login=st.sampled_from(["none", "eof", "deprecate-eof"]),
+    login=st.sampled_from([*LOGINS, "compressed-framed"]),
     tail=st.lists(
         st.tuples(st.sampled_from([CLIENT, SERVER]), st.binary(min_size=1, max_size=80)),
         min_size=1,
@@ -344,8 +496,13 @@ def test_mutated_input_raises_only_protocol_errors(chunks: list[Chunk], sizes: l
 def test_random_bytes_raise_only_protocol_errors(
     login: str, tail: list[tuple[str, bytes]], sizes: list[int]
 ) -> None:
-    chunks = [] if login == "none" else pk.login(deprecate_eof=login == "deprecate-eof").chunks
-    chunks = chunks + [Chunk(CLIENT if d == CLIENT else SERVER, data) for d, data in tail]
+    # compressed-framed: random plain bytes in valid frames, so they reach the tracker.
+    framed = login == "compressed-framed"
+    chunks = LOGINS["compressed" if framed else login]()
+    chunks = chunks + [
+        Chunk(CLIENT if d == CLIENT else SERVER, encode_frames(0, data) if framed else data)
+        for d, data in tail
+    ]
     _feed_mutated(chunks, sizes)
 
 

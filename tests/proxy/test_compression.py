@@ -16,6 +16,7 @@ import hashlib
 import os
 import socket
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import pytest
 
 from mysqlproxy.hooks import ConnectionInfo
 from mysqlproxy.protocol import messages
+from mysqlproxy.protocol.compression import CompressedFrame, CompressedLink
 from mysqlproxy.protocol.constants import Capability, Command
 from mysqlproxy.protocol.packets import PacketBuffer
 from mysqlproxy.proxy.limits import Limits
@@ -386,3 +388,61 @@ def test_logging_window_sees_compressed_queries(
     assert logged["SELECT seq FROM seq_1_to_1000"]["rows_sent"] == 1000
     assert logged["SELECT * FROM cz_window_missing"]["error_code"] == 1146
     assert len(long_text) > 6000  # a command that compresses to a fraction of that
+
+
+
+class FrameLog:
+    """Records, on the proxy's loop, the compressed sequence id and plain length of each
+    client frame the relay takes, and the sequence id of each reply the proxy frames
+    itself."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.client: list[tuple[int, int]] = []
+        self.replies: list[int] = []
+        client_frames = CompressedLink.client_frames
+        reply_to_client = CompressedLink.reply_to_client
+
+        def logged_client_frames(link: CompressedLink, data: bytes) -> Iterator[CompressedFrame]:
+            for frame in client_frames(link, data):
+                self.client.append((frame.sequence_id, len(frame.payload)))
+                yield frame
+
+        def logged_reply(link: CompressedLink, packets: bytes) -> bytes:
+            framed = reply_to_client(link, packets)
+            self.replies.append(framed[3])
+            return framed
+
+        monkeypatch.setattr(CompressedLink, "client_frames", logged_client_frames)
+        monkeypatch.setattr(CompressedLink, "reply_to_client", logged_reply)
+
+
+@pytest.mark.parametrize("mib", [2, 17])
+def test_oversized_packet_over_many_frames_refused_after_its_last_frame_for_the_cli(
+    mariadb_cli: str, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, mib: int
+) -> None:
+    """libmariadb writes a packet larger than its 16 KiB net buffer in several frames:
+    the buffer's, then the rest, at most 0xFFFFFF plain bytes each (any packet over
+    that needs several frames whatever the client). The header over the limit is in the
+    first; the ERR must wait for the last and be numbered after it, as a client that
+    checks the compressed sequence id (libmysqlclient) requires. libmariadb itself does
+    not check it, so its output alone cannot tell: the frames the proxy read can."""
+    frames = FrameLog(monkeypatch)
+    query = f"SELECT LENGTH('{'x' * (mib * MIB)}')"
+    sql = f"SELECT 'small' AS first;\n{query};\n"
+    with running_proxy(mariadb.address, limits=Limits(max_packet_size=MIB)) as proxy:
+        out = run_cli(mariadb_cli, proxy.port, sql, "--compress", "--max-allowed-packet=64M")
+        assert out.stdout == b"first\nsmall\n"
+        assert out.stderr.endswith(
+            b"ERROR 1153 (08S01) at line 2: Got a packet bigger than 'max_allowed_packet' bytes"
+            b" (mysqlproxy: max_packet_size is 1048576)\n"
+        ), out.stderr[-300:]
+        assert wait_until(lambda: not proxy.server.sessions)
+    # The first SELECT, then the refused one's frames: all of them were read...
+    refused = frames.client[1:]
+    payload_length = 1 + len(query)
+    plain_length = payload_length + 4 * (payload_length // 0xFFFFFF + 1)
+    assert sum(length for _, length in refused) == plain_length
+    assert [seq for seq, _ in refused] == list(range(len(refused)))
+    assert len(refused) >= (2 if mib < 16 else 3)
+    # ... and the ERR follows the last.
+    assert frames.replies == [len(refused)]

@@ -8,8 +8,9 @@ really checks passwords and, given an SSL context, really does TLS. Real clients
 Over TLS, full authentication sends the password in clear inside the TLS connection
 (no RSA exchange). It works through the proxy only when both legs agree that the
 connection is secure: the client's leg is TLS to the proxy, the proxy's leg is TLS to
-the server (the default as-client mode), and the server accepts the password. A server
-without TLS behind a TLS client refuses the cleartext password, as MySQL does.
+the server (the default as-client mode), and the server accepts the password. With a
+server without TLS behind a TLS client, the proxy refuses to relay a cleartext password
+(ERR 1045) before the client sends it: the password never crosses the plain leg.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pymysql
 import pytest
 import trustme
 
-from mysqlproxy.protocol.auth import CACHING_SHA2_PASSWORD, SHA256_PASSWORD
+from mysqlproxy.protocol.auth import CACHING_SHA2_PASSWORD, NATIVE_PASSWORD, SHA256_PASSWORD
 from mysqlproxy.proxy import tls
 from mysqlproxy.proxy.backends import Address
 from mysqlproxy.testing.fakeserver import ReceivedCommand, Reply, ResultSet
@@ -37,6 +38,9 @@ from mysqlproxy.testing.proxythread import ProxyThread
 ACCOUNTS = {
     "sha2": Account(CACHING_SHA2_PASSWORD, "sha2-secret"),
     "sha256": Account(SHA256_PASSWORD, "sha256-secret"),
+    "native": Account(NATIVE_PASSWORD, "native-secret"),
+    # The fake cannot check it, but it switches a client to it (and records the answer).
+    "clear": Account("mysql_clear_password", "clear-secret"),
 }
 CLIENTS = ["pymysql", "connector", "asyncmy"]
 
@@ -91,14 +95,19 @@ def proxy(
 
 
 def login_tls(
-    client: str, address: Address, user: str, password: str, ca: Path
+    client: str, address: Address, user: str, password: str, ca: Path,
+    errors: list[str] | None = None, **kwargs: Any,
 ) -> tuple[Any, bool]:
-    """Log in over TLS and run a query: (its value or the error code, client used TLS)."""
+    """Log in over TLS and run a query: (its value or the error code, client used TLS).
+    An error's message is appended to `errors`; kwargs go to the client's connect."""
     if client == "pymysql":
         try:
             conn = pymysql.connect(host=address.host, port=address.port, user=user,
-                                   password=password, ssl_ca=str(ca), connect_timeout=5)
+                                   password=password, ssl_ca=str(ca), connect_timeout=5,
+                                   read_timeout=10, **kwargs)
         except pymysql.err.OperationalError as e:
+            if errors is not None:
+                errors.append(str(e.args[1]))
             return int(e.args[0]), False
         with conn, conn.cursor() as cur:
             cur.execute("SELECT 'in'")
@@ -108,8 +117,11 @@ def login_tls(
             cconn: Any = mysql.connector.connect(
                 host=address.host, port=address.port, user=user, password=password,
                 use_pure=True, ssl_ca=str(ca), ssl_verify_cert=True, connection_timeout=5,
+                **kwargs,
             )
         except mysql.connector.Error as e:
+            if errors is not None:
+                errors.append(str(e.msg))
             return int(e.errno), False
         try:
             secure = isinstance(cconn._socket.sock, ssl.SSLSocket)
@@ -124,9 +136,11 @@ def login_tls(
         try:
             aconn = await asyncmy.connect(
                 host=address.host, port=address.port, user=user, password=password,
-                ssl=ssl.create_default_context(cafile=str(ca)), connect_timeout=5,
+                ssl=ssl.create_default_context(cafile=str(ca)), connect_timeout=5, **kwargs,
             )
         except asyncmy.errors.OperationalError as e:
+            if errors is not None:
+                errors.append(str(e.args[1]))
             return int(e.args[0]), False
         try:
             secure = aconn._transport.get_extra_info("ssl_object") is not None
@@ -185,14 +199,126 @@ def test_sha256_password_over_tls(
     ]
 
 
-def test_server_without_tls_refuses_the_cleartext_password(
+# --- a TLS client, a server without TLS: no cleartext password on the plain leg ----------
+
+
+@pytest.fixture(scope="module")
+def proxy_to_plain(
     plain_fake: FakeMySQL8, ca_files: tuple[Path, Path, ssl.SSLContext]
+) -> Iterator[ProxyThread]:
+    """TLS toward clients; the server offers no TLS, so the default as-client mode
+    leaves the backend leg plain."""
+    yield from _proxy_in_front(plain_fake, ca_files[1])
+
+
+def received_by(fake: FakeMySQL8) -> bytes:
+    """Every authentication byte the fake server received, all connections."""
+    data = b""
+    for conn in fake.connections:
+        if conn.handshake is not None:
+            data += conn.handshake.auth_response
+        data += b"".join(conn.auth_packets)
+        data += b"".join(command.payload for command in conn.commands)
+    return data
+
+
+def assert_refused(result: tuple[Any, bool], errors: list[str]) -> None:
+    """The client got the proxy's ERR 1045, naming the remedy."""
+    assert result == (ER_ACCESS_DENIED, False)
+    (message,) = errors
+    assert "refusing to send a cleartext password" in message
+    assert "--backend-tls required" in message
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_caching_sha2_full_auth_is_refused_on_a_plain_backend_leg(
+    client: str, proxy_to_plain: ProxyThread, plain_fake: FakeMySQL8,
+    ca_files: tuple[Path, Path, ssl.SSLContext],
 ) -> None:
-    """The client's leg is TLS, so it sends its password in clear; the server's leg is
-    not (it offers no TLS), so the server refuses it, as MySQL would."""
-    for proxy in _proxy_in_front(plain_fake, ca_files[1]):
-        plain_fake.sha2_cache.clear()
-        plain_fake.logins.clear()
-        result = login_tls("pymysql", proxy.address, "sha2", "sha2-secret", ca_files[0])
-        assert result == (ER_ACCESS_DENIED, False)
-        assert [(x.path, x.secure) for x in plain_fake.logins] == [("cleartext-refused", False)]
+    """AuthMoreData 0x04 (perform full authentication) would make the TLS client send
+    its password in clear: the proxy answers ERR 1045 in its place. The fast path
+    (0x03) and mysql_native_password send scrambles only: they go through."""
+    ca = ca_files[0]
+    plain_fake.sha2_cache.clear()
+    plain_fake.connections.clear()
+    plain_fake.logins.clear()
+    errors: list[str] = []
+    result = login_tls(client, proxy_to_plain.address, "sha2", "sha2-secret", ca, errors)
+    assert_refused(result, errors)
+    assert b"sha2-secret" not in received_by(plain_fake)
+    assert plain_fake.logins == []  # the server never got an answer to its 0x04
+    assert proxy_to_plain.recorder.wait_for(
+        lambda: any(f[1] == 1045 for f in proxy_to_plain.recorder.auth_failures)
+    )
+    # Warm cache: the fast path, no password in clear; and mysql_native_password.
+    plain_fake.warm_cache("sha2")
+    plain_fake.logins.clear()
+    assert login_tls(client, proxy_to_plain.address, "sha2", "sha2-secret", ca) == ("in", True)
+    assert login_tls(client, proxy_to_plain.address, "native", "native-secret", ca) == (
+        "in", True
+    )
+    assert [(x.path, x.success, x.secure) for x in plain_fake.logins] == [
+        ("fast", True, False), ("native", True, False)
+    ]
+
+
+@pytest.mark.parametrize("user", ["sha256", "clear"])
+@pytest.mark.parametrize("client", CLIENTS)
+def test_switch_to_a_cleartext_plugin_is_refused_on_a_plain_backend_leg(
+    client: str, user: str, proxy_to_plain: ProxyThread, plain_fake: FakeMySQL8,
+    ca_files: tuple[Path, Path, ssl.SSLContext],
+) -> None:
+    """An auth switch to sha256_password or mysql_clear_password: a TLS client would
+    answer with its password in clear. The switch is not relayed; the client gets ERR."""
+    plain_fake.connections.clear()
+    plain_fake.logins.clear()
+    password = ACCOUNTS[user].password
+    errors: list[str] = []
+    result = login_tls(client, proxy_to_plain.address, user, password, ca_files[0], errors)
+    assert_refused(result, errors)
+    assert f"switched authentication to {ACCOUNTS[user].plugin}" in errors[0]
+    assert password.encode() not in received_by(plain_fake)
+    assert plain_fake.logins == []
+
+
+@pytest.mark.parametrize("plugin", ["sha256_password", "mysql_clear_password"])
+def test_cleartext_handshake_response_is_not_relayed_to_a_plain_backend_leg(
+    plugin: str, proxy_to_plain: ProxyThread, plain_fake: FakeMySQL8,
+    ca_files: tuple[Path, Path, ssl.SSLContext],
+) -> None:
+    """mysql-connector told to use a cleartext plugin puts the password in clear in its
+    handshake response (over TLS): the proxy keeps it."""
+    plain_fake.connections.clear()
+    user = "sha256" if plugin == "sha256_password" else "clear"
+    password = ACCOUNTS[user].password
+    errors: list[str] = []
+    result = login_tls(
+        "connector", proxy_to_plain.address, user, password, ca_files[0], errors,
+        auth_plugin=plugin,
+    )
+    assert_refused(result, errors)
+    assert "the client sent its password in clear" in errors[0]
+    assert password.encode() not in received_by(plain_fake)
+
+
+def test_change_user_full_auth_is_refused_on_a_plain_backend_leg(
+    proxy_to_plain: ProxyThread, plain_fake: FakeMySQL8,
+    ca_files: tuple[Path, Path, ssl.SSLContext],
+) -> None:
+    """COM_CHANGE_USER authenticates again: its full authentication is refused too."""
+    plain_fake.sha2_cache.clear()
+    plain_fake.connections.clear()
+    conn = mysql.connector.connect(
+        host="127.0.0.1", port=proxy_to_plain.address.port, user="native",
+        password="native-secret", use_pure=True, ssl_ca=str(ca_files[0]),
+        ssl_verify_cert=True, connection_timeout=5,
+    )
+    try:
+        assert isinstance(conn._socket.sock, ssl.SSLSocket)
+        with pytest.raises(mysql.connector.Error) as raised:
+            conn.cmd_change_user(username="sha2", password="sha2-secret")
+    finally:
+        conn.close()
+    assert raised.value.errno == ER_ACCESS_DENIED
+    assert "refusing to send a cleartext password" in str(raised.value.msg)
+    assert b"sha2-secret" not in received_by(plain_fake)

@@ -13,6 +13,8 @@ connection the server sees is the proxy's).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import socket
 import ssl
 import subprocess
@@ -30,11 +32,16 @@ import pytest
 import trustme
 
 from mysqlproxy.protocol import messages
-from mysqlproxy.protocol.constants import Capability, ErrorCode
+from mysqlproxy.protocol.auth import NATIVE_PASSWORD
+from mysqlproxy.protocol.constants import MASKED_CAPABILITIES, Capability, ErrorCode
 from mysqlproxy.protocol.packets import encode_packet
+from mysqlproxy.protocol.tracker import ConnectionTracker
 from mysqlproxy.proxy import tls
+from mysqlproxy.proxy.app import ProxyApp, ProxyConfig
 from mysqlproxy.proxy.backends import Address
+from mysqlproxy.proxy.session import Session
 from mysqlproxy.testing import packets as pk
+from mysqlproxy.testing.mysql8 import Account, running_mysql8
 from mysqlproxy.testing.privatedb import PrivateDBError, PrivateMariaDB
 from mysqlproxy.testing.proxyprocess import ProxyProcess
 from mysqlproxy.testing.proxythread import ProxyThread, running_proxy
@@ -50,6 +57,7 @@ class Certs:
     server_key: Path
     client_cert: Path  # presented by the proxy to a server that asks for one
     client_key: Path
+    other_host: Path  # signed by `ca` for db.example, not 127.0.0.1: chain and key
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +73,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         server_key=directory / "server-key.pem",
         client_cert=directory / "client-cert.pem",
         client_key=directory / "client-key.pem",
+        other_host=directory / "other-host.pem",
     )
     ca.cert_pem.write_to_path(str(files.ca))
     wrong.cert_pem.write_to_path(str(files.wrong_ca))
@@ -77,6 +86,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     client = ca.issue_cert("mysqlproxy")
     client.cert_chain_pems[0].write_to_path(str(files.client_cert))
     client.private_key_pem.write_to_path(str(files.client_key))
+    ca.issue_cert("db.example").private_key_and_cert_chain_pem.write_to_path(
+        str(files.other_host)
+    )
     return files
 
 
@@ -490,6 +502,122 @@ def test_backend_certificate_verified(tls_mariadb: PrivateMariaDB, certs: Certs,
         assert _ssl_cipher(cur) != ""
 
 
+def test_backend_verify_identity_refuses_a_certificate_for_another_host(certs: Certs) -> None:
+    """A backend whose certificate chains to the CA but names db.example, reached as
+    127.0.0.1: verify-ca accepts it, verify-identity refuses it with a clear ERR."""
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(str(certs.other_host))
+    accounts = {"root": Account(NATIVE_PASSWORD, "")}
+    with running_mysql8(accounts, default_plugin=NATIVE_PASSWORD, tls=server_context) as fake:
+        verify_ca = tls.backend_tls("verify-ca", str(certs.ca))
+        with running_proxy(fake.address, backend_tls=verify_ca) as proxy:
+            _pymysql(proxy.port, ssl_disabled=True, connect_timeout=10).close()
+        assert [(x.success, x.secure) for x in fake.logins] == [(True, True)]
+        verify_identity = tls.backend_tls("verify-identity", str(certs.ca))
+        with (
+            running_proxy(fake.address, backend_tls=verify_identity) as proxy,
+            pytest.raises(pymysql.err.OperationalError) as raised,
+        ):
+            _pymysql(proxy.port, ssl_disabled=True, connect_timeout=10)
+        code, message = raised.value.args
+        assert code == ErrorCode.ER_HANDSHAKE_ERROR
+        assert "certificate verify failed" in message and "mismatch" in message
+        assert str(fake.address) in message
+        assert len(fake.logins) == 1  # no login over the refused leg
+
+
+def test_backend_tls_mode_is_read_once_per_connection(
+    tls_mariadb: PrivateMariaDB, certs: Certs
+) -> None:
+    """A runtime change of mode (the admin's SET backend_tls replaces backend.tls)
+    between a connection's greeting and its handshake response does not mix modes in
+    that connection: it keeps verifying with the CA it started with (the wrong one
+    here), and the new mode applies to the next connection."""
+    settings = tls.backend_tls("verify-ca", str(certs.wrong_ca))
+    with (
+        running_proxy(tls_mariadb.address, backend_tls=settings, connect_timeout=5) as proxy,
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock,
+    ):
+        _read_packet(sock)  # the greeting: the decision for this connection is made
+        proxy.server.backend.tls = tls.backend_tls("preferred")
+        sock.sendall(encode_packet(1, pk.handshake_response(user="root")))
+        seq, reply = _read_packet(sock)
+        assert (seq, reply[0]) == (2, 0xFF)
+        err = messages.parse_err(reply)
+        assert err.code == ErrorCode.ER_HANDSHAKE_ERROR
+        assert "certificate verify failed" in err.message
+        with _pymysql(proxy.port, ssl_disabled=True) as conn, conn.cursor() as cur:
+            assert _ssl_cipher(cur) != ""  # preferred: TLS, not verified
+
+
+def _broken(*args: object) -> None:
+    raise RuntimeError("broken on purpose")
+
+
+def test_error_after_the_client_tls_handshake_closes_the_session(
+    mariadb: MariaDB, certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception once start_tls has succeeded (here: the tracker refusing the TLS
+    it was told of) must not leave the client waiting: ERR, and the session closed."""
+    monkeypatch.setattr(ConnectionTracker, "tls_established", _broken)
+    with running_proxy(mariadb.address, tls=tls.client_tls(str(certs.proxy), None)) as proxy:
+        with pytest.raises(pymysql.err.OperationalError) as raised:
+            _pymysql(proxy.port, ssl_ca=str(certs.ca), connect_timeout=5, read_timeout=5)
+        code, message = raised.value.args
+        assert code == ErrorCode.ER_HANDSHAKE_ERROR
+        assert "internal error after the TLS handshake with the client" in message
+        assert proxy.recorder.wait_for(lambda: proxy.recorder.closed)
+        reason = proxy.recorder.closed[0][1]
+        assert reason is not None and "RuntimeError: broken on purpose" in reason
+        assert proxy.recorder.wait_for(lambda: not proxy.server.sessions)
+
+
+def test_error_after_the_backend_tls_handshake_closes_the_session(
+    tls_mariadb: PrivateMariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on the backend leg: what follows its TLS handshake raises."""
+    monkeypatch.setattr(Session, "_backend_tls_established", _broken, raising=False)
+    with running_proxy(
+        tls_mariadb.address, backend_tls=tls.backend_tls("required"), connect_timeout=5
+    ) as proxy:
+        with pytest.raises(pymysql.err.OperationalError) as raised:
+            _pymysql(proxy.port, ssl_disabled=True, connect_timeout=5, read_timeout=5)
+        code, message = raised.value.args
+        assert code == ErrorCode.ER_HANDSHAKE_ERROR
+        assert f"internal error after the TLS handshake with backend {tls_mariadb.address}" in (
+            message
+        )
+        assert proxy.recorder.wait_for(lambda: proxy.recorder.closed)
+        assert proxy.recorder.wait_for(lambda: not proxy.server.sessions)
+
+
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [("as-client", True), ("preferred", True), ("required", True), ("disabled", True),
+     ("verify-ca", False), ("verify-identity", False)],
+)
+def test_client_tls_with_an_unverified_backend_warns_at_start_up(
+    certs: Certs, caplog: pytest.LogCaptureFixture, mode: str, warned: bool
+) -> None:
+    config = ProxyConfig(
+        listen=[Address("127.0.0.1", 0)],
+        backend=Address("127.0.0.1", 3306),
+        client_tls=tls.client_tls(str(certs.proxy), None),
+        backend_tls=tls.backend_tls(mode, str(certs.ca) if "verify" in mode else None),
+    )
+    with caplog.at_level("WARNING", logger="mysqlproxy.proxy.app"):
+        ProxyApp(config, stdout=io.StringIO())
+    warnings = [r.getMessage() for r in caplog.records if "not authenticated" in r.getMessage()]
+    assert bool(warnings) == warned
+    if warned:
+        assert f"--backend-tls {mode}" in warnings[0] and "verify-identity" in warnings[0]
+    caplog.clear()
+    # Without TLS toward clients there is nothing to warn about.
+    with caplog.at_level("WARNING", logger="mysqlproxy.proxy.app"):
+        ProxyApp(dataclasses.replace(config, client_tls=None), stdout=io.StringIO())
+    assert not any("not authenticated" in r.getMessage() for r in caplog.records)
+
+
 def test_backend_with_the_wrong_ca_is_refused_with_a_clear_error(
     tls_mariadb: PrivateMariaDB, certs: Certs, mariadb_cli: str
 ) -> None:
@@ -670,10 +798,7 @@ def test_mariadb_cli_tls_and_compression(
     tls_mariadb: PrivateMariaDB, certs: Certs, mariadb_cli: str
 ) -> None:
     """Compressed framing inside TLS, on both legs."""
-    from mysqlproxy.protocol.constants import MASKED_CAPABILITIES
-
-    if MASKED_CAPABILITIES & Capability.CLIENT_COMPRESS:
-        pytest.skip("the proxy masks CLIENT_COMPRESS")
+    assert not MASKED_CAPABILITIES & Capability.CLIENT_COMPRESS  # the relay handles it
     with running_proxy(tls_mariadb.address, tls=tls.client_tls(str(certs.proxy), None)) as proxy:
         result = subprocess.run(
             [mariadb_cli, "--no-defaults", "-h127.0.0.1", f"-P{proxy.port}", "-uroot",
