@@ -31,7 +31,6 @@ from lua_compat.runtime import LuaRuntime
 from lua_compat.scope import (
     PROXY_SEND_RESULT,
     LuaScripts,
-    ResponseError,
     Scope,
     ScriptExecuteError,
     ScriptLoadError,
@@ -58,7 +57,8 @@ ERR_NO_RESULT = "need a resultset + proxy.PROXY_SEND_RESULT"
 ERR_SOMETHING_ELSE = "need a resultset + proxy.PROXY_SEND_RESULT ... got something else"
 ERR_LOAD = "MySQL Proxy Lua script failed to load. Check the error log."
 ERR_EXECUTE = "MySQL Proxy Lua script failed to execute. Check the error log."
-ERR_RESPONSE = "(lua) handling proxy.response failed, check error-log"
+ERR_RESPONSE = wire.RESPONSE_FAILED
+ERR_INTERNAL = "(admin) internal error, check error-log"
 
 
 def admin_greeting(challenge: bytes) -> bytes:
@@ -176,14 +176,24 @@ class AdminConnection(asyncio.Protocol):
         self._send(0, admin_greeting(self.challenge))
 
     def data_received(self, data: bytes) -> None:
+        reply_seq = 0
         try:
             self.buffer.feed(data)
             for packet in self.buffer:
                 if self.transport is None:
                     return
+                reply_seq = packet.sequence_id + 1
                 self._packet(packet.sequence_id, packet.payload)
         except ProtocolError as exc:
             log.info("admin connection closed: %s", exc)
+            self.close()
+        except Exception:
+            # Nothing may escape into asyncio (it would drop the client without an
+            # answer): the client gets the ERR of a failed hook (reference 9), the
+            # connection closes, the listener goes on.
+            log.exception("admin connection: handling a packet failed")
+            message = ERR_SOMETHING_ELSE if self.authenticated else ERR_INTERNAL
+            self._send(reply_seq, wire.err_payload(wire.ER_UNKNOWN_ERROR, message))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -276,13 +286,7 @@ class AdminConnection(asyncio.Protocol):
         return decision, None
 
     def _send_response(self, seq: int) -> None:
-        scope = self._scope()
-        try:
-            payloads = wire.response_payloads(scope.read_response())
-        except ResponseError as exc:
-            log.critical("(admin) %s: %s", self.plugin.script, exc)
-            payloads = [wire.err_payload(wire.ER_UNKNOWN_ERROR, ERR_RESPONSE)]
-        self._send(seq, *payloads)
+        self._send(seq, *self._scope().response_payloads())
 
     def _scope(self) -> Scope:
         if self.scope is None:

@@ -30,6 +30,12 @@ observers see what the server actually ran, injections included. Responses are
 buffered only for injections with resultset_is_needed; a forwarded response is
 renumbered only where the client's and the server's packet ids differ (2.11).
 
+Limits: a client packet larger than ``options.max_packet_size`` (64 MiB, as ``mysqlproxy
+run``) is refused with ERR 1153 as its header arrives; a client has
+``options.login_timeout`` (10 s, mysqld's connect_timeout) from its greeting to finish
+logging in; reading from a leg pauses while more than READ_HIGH_WATER bytes wait that
+nobody asked for yet. Hooks run under the wall-clock time limit of scope.py.
+
 Not done here: TLS and compression (masked in the greeting), read/write timeouts (the
 options are accepted), the relay's Limits (max_connections, idle timeout).
 """
@@ -40,7 +46,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -69,7 +74,6 @@ from lua_compat.scope import (
     PROXY_SEND_QUERY,
     PROXY_SEND_RESULT,
     LuaScripts,
-    ResponseError,
     Scope,
     ScriptExecuteError,
     ScriptLoadError,
@@ -89,10 +93,11 @@ from mysqlproxy.protocol.constants import (
     Capability,
     ErrorCode,
 )
-from mysqlproxy.protocol.errors import ProtocolError
+from mysqlproxy.protocol.errors import PacketTooLarge, ProtocolError
 from mysqlproxy.protocol.tracker import C_AUTH, C_INFILE, ConnectionTracker
 from mysqlproxy.proxy.backends import Address, Backend
-from mysqlproxy.proxy.limits import Limits
+from mysqlproxy.proxy.limits import DEFAULT_MAX_PACKET_SIZE, Limits
+from mysqlproxy.proxy.session import PACKET_TOO_LARGE_MESSAGE, set_nodelay
 from mysqlproxy.proxy.tasks import spawn
 
 log = logging.getLogger("lua_compat")
@@ -112,6 +117,13 @@ ENGINE_MASKED_CAPABILITIES = (
     | Capability.MARIADB_CLIENT_EXTENDED_METADATA
 )
 WRITE_HIGH_WATER = 256 * 1024
+# Bytes a leg keeps that nobody has asked for yet (pipelined commands, a client talking
+# before its turn) before it stops reading: memory per connection stays bounded.
+READ_HIGH_WATER = 256 * 1024
+# mysqld's own connect_timeout default: the time a client has, from its first read
+# (the greeting sent), to finish logging in. A client that connects and says nothing
+# would otherwise hold a connection and a backend forever.
+DEFAULT_LOGIN_TIMEOUT = 10.0
 DOWN_RETRY_SECONDS = 4.0  # a DOWN backend is tried again (UNKNOWN) after this long
 _CLIENT_PROTOCOL_41 = int(Capability.CLIENT_PROTOCOL_41)
 _CLIENT_PLUGIN_AUTH = int(Capability.CLIENT_PLUGIN_AUTH)
@@ -119,7 +131,6 @@ _CLIENT_CONNECT_ATTRS = int(Capability.CLIENT_CONNECT_ATTRS)
 _VERSION = re.compile(rb"(\d+)\.(\d+)\.(\d+)")
 _LOAD_FAILED = "MySQL Proxy Lua script failed to load. Check the error log."
 _EXECUTE_FAILED = "MySQL Proxy Lua script failed to execute. Check the error log."
-_RESPONSE_FAILED = "(lua) handling proxy.response failed, check error-log"
 
 
 @dataclass(slots=True)
@@ -138,6 +149,10 @@ class LuaProxyOptions:
     lua_cpath: str | None = None
     addons: AddonManager | None = None
     hook_time_limit: float = DEFAULT_HOOK_TIME_LIMIT
+    # The largest client packet (all 0xFFFFFF pieces together), as `mysqlproxy run
+    # --max-packet-size`; larger get ERR 1153 and the connection closes. 0: no limit.
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+    login_timeout: float = DEFAULT_LOGIN_TIMEOUT
 
 
 class _Closed(Exception):
@@ -159,34 +174,84 @@ def version_number(version: bytes | str) -> int:
 
 class _Leg(asyncio.Protocol):
     """One socket. Data goes to `sink` when one is set (streaming), else to a buffer
-    that `read_packet` reads."""
+    that `read_packet` reads.
 
-    def __init__(self) -> None:
+    The buffer is bounded: reading pauses while it holds more than READ_HIGH_WATER
+    bytes that nobody has asked for yet (`stash`), and resumes when a reader needs more
+    (`take_packet` found no complete packet). A packet announcing more than
+    `max_payload` bytes (0: no limit) raises PacketTooLarge as its header arrives."""
+
+    def __init__(self, max_payload: int = 0) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        self.max_payload = max_payload
         self.sink: Callable[[bytes], None] | None = None
         self.closed = False
         self.close_error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.on_lost: Callable[[_Leg], None] | None = None
         self.on_pause: Callable[[bool], None] | None = None  # our writes: True pause
+        self._full = False  # reading paused: the buffer is over READ_HIGH_WATER
+        self._held = False  # reading paused: the peer's write buffer is full
+        self._reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         sink = self.sink
         if sink is not None:
             sink(data)
             return
-        self.buffer += data
+        if self._waiter is not None:  # a reader is waiting: it takes the data now
+            self.buffer += data
+        else:
+            self.stash(data)
         self._wake()
+
+    def stash(self, data: bytes) -> None:
+        """Keep bytes nobody has asked for yet; pause reading past READ_HIGH_WATER."""
+        self.buffer += data
+        self.check_full()
+
+    def check_full(self) -> None:
+        """Pause reading if the buffer holds more than READ_HIGH_WATER bytes."""
+        if len(self.buffer) > READ_HIGH_WATER and not self._full:
+            self._full = True
+            self._update_reading()
+
+    def take_all(self) -> bytes:
+        """Everything buffered (to stream it on); reading goes on."""
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        self.want_more()
+        return data
+
+    def want_more(self) -> None:
+        """A reader needs more bytes than the buffer holds: read again."""
+        if self._full:
+            self._full = False
+            self._update_reading()
+
+    def hold(self, paused: bool) -> None:
+        """Backpressure: stop (or go on) reading while the peer cannot take our data."""
+        self._held = paused
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        pause = self._full or self._held
+        if pause != self._reading_paused:
+            self._reading_paused = pause
+            if pause:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         return False
@@ -226,14 +291,23 @@ class _Leg(asyncio.Protocol):
         pos = 0
         n = len(buf)
         parts: list[bytes] = []
+        total = 0
+        limit = self.max_payload
         while True:
             if n - pos < 4:
+                self.want_more()
                 return None
             length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            seq = buf[pos + 3]
+            total += length
+            if limit and total > limit:
+                # Refused on the header (as the server's max_allowed_packet check):
+                # the payload is never waited for nor kept.
+                raise PacketTooLarge(total, limit, (seq + 1) & 0xFF)
             end = pos + 4 + length
             if end > n:
+                self.want_more()
                 return None
-            seq = buf[pos + 3]
             parts.append(bytes(buf[pos + 4 : end]))
             pos = end
             if length < MAX_PACKET_PAYLOAD:
@@ -243,14 +317,21 @@ class _Leg(asyncio.Protocol):
         payload = parts[0] if len(parts) == 1 else b"".join(parts)
         return seq, payload, raw
 
-    async def read_packet(self) -> tuple[int, bytes, bytes]:
+    async def read_packet(self, deadline: float | None = None) -> tuple[int, bytes, bytes]:
+        """The next packet; with `deadline` (loop time) raises TimeoutError past it."""
         while True:
             packet = self.take_packet()
             if packet is not None:
                 return packet
             if self.closed:
                 raise _Closed("connection closed")
-            await self.wait()
+            if deadline is None:
+                await self.wait()
+            else:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(self.wait(), remaining)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -264,8 +345,8 @@ class _Leg(asyncio.Protocol):
 class _ClientLeg(_Leg):
     """The client's socket: its arrival starts the connection's task."""
 
-    def __init__(self, on_made: Callable[[asyncio.BaseTransport], None]) -> None:
-        super().__init__()
+    def __init__(self, on_made: Callable[[asyncio.BaseTransport], None], max_payload: int) -> None:
+        super().__init__(max_payload)
         self._on_made = on_made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -613,7 +694,7 @@ class LuaConnection:
     def __init__(self, proxy: LuaProxy, connection_id: int) -> None:
         self.proxy = proxy
         self.id = connection_id
-        self.client = _ClientLeg(self._client_connected)
+        self.client = _ClientLeg(self._client_connected, proxy.options.max_packet_size)
         self.client.on_lost = self._client_lost
         self.client.on_pause = self._client_write_paused
         self._server: ServerConnection | None = None
@@ -656,6 +737,7 @@ class LuaConnection:
         self._in_client_data = False
         self._fast_server: ServerConnection | None = None
         self._fast_target = 0
+        self._login_deadline: float | None = None
 
     @property
     def server(self) -> ServerConnection | None:
@@ -739,21 +821,11 @@ class LuaConnection:
 
     def _client_write_paused(self, paused: bool) -> None:
         server = self.server
-        if server is None or server.leg.transport is None or server.leg.transport.is_closing():
-            return
-        if paused:
-            server.leg.transport.pause_reading()
-        else:
-            server.leg.transport.resume_reading()
+        if server is not None:
+            server.leg.hold(paused)
 
     def _server_write_paused(self, paused: bool) -> None:
-        transport = self.client.transport
-        if transport is None or transport.is_closing():
-            return
-        if paused:
-            transport.pause_reading()
-        else:
-            transport.resume_reading()
+        self.client.hold(paused)
 
     # -- the life cycle --
 
@@ -770,6 +842,15 @@ class LuaConnection:
             await self._command_loop()
         except _Closed as exc:
             reason = exc.args[0] if exc.args and exc.args[0] else None
+        except PacketTooLarge as exc:
+            reason = f"client packet of {exc.size} bytes refused, max_packet_size is {exc.limit}"
+            log.warning("connection %d: %s", self.id, reason)
+            self._send_err(
+                exc.sequence_id,
+                f"{PACKET_TOO_LARGE_MESSAGE} (mysqlproxy: max_packet_size is {exc.limit})",
+                int(ErrorCode.ER_NET_PACKET_TOO_LARGE),
+                "08S01",
+            )
         except ProtocolError as exc:
             reason = f"protocol error: {exc}"
             log.warning("connection %d: %s", self.id, reason)
@@ -780,23 +861,39 @@ class LuaConnection:
             self._teardown(reason)
 
     def _teardown(self, reason: str | None) -> None:
+        """Run disconnect_client, then release everything the connection holds. Nothing
+        the script does may stop the release: the backend socket, the backend's
+        connected_clients and the proxy's session entry are freed whatever happens."""
         if self.closed:
             return
         self.closed = True
-        if self.scope.loaded and self.proxy.options.script is not None:
-            with contextlib.suppress(ScriptLoadError, ScriptExecuteError):
-                self.scope.call_hook("disconnect_client")
+        try:
+            if self.scope.loaded and self.proxy.options.script is not None:
+                try:
+                    self.scope.call_hook("disconnect_client")
+                except (ScriptLoadError, ScriptExecuteError):
+                    pass  # logged where raised
+                except Exception:
+                    log.exception("connection %d: disconnect_client failed", self.id)
+        finally:
+            self._release(reason)
+
+    def _release(self, reason: str | None) -> None:
         server = self.server
-        if server is not None:
-            self.commands_completed_closed += server.tracker.commands_completed
-            self.server = None
-            server.backend.connected_clients -= 1
-            server.close()
-        self.scope.close()
-        self.client.close()
-        if self._opened:
-            self.proxy.addons.trigger(ConnectionClosed(self.info(), reason))
-        self.proxy.connection_ended(self)
+        try:
+            if server is not None:
+                self.commands_completed_closed += server.tracker.commands_completed
+                server.backend.connected_clients -= 1
+                server.close()
+                self.server = None
+        finally:
+            try:
+                self.scope.close()
+                self.client.close()
+                if self._opened:
+                    self.proxy.addons.trigger(ConnectionClosed(self.info(), reason))
+            finally:
+                self.proxy.connection_ended(self)
 
     def _hook(self, name: str, *args: Any, reset_response: bool = False) -> int | None:
         """call_hook; a hook stopped by the time limit raises _TimedOut."""
@@ -811,15 +908,33 @@ class LuaConnection:
         self.client.write(data)
         return next_seq
 
-    def _send_err(self, seq: int, message: str, code: int = wire.ER_UNKNOWN_ERROR) -> None:
-        self._send([wire.err_payload(code, message)], seq)
+    def _send_err(
+        self,
+        seq: int,
+        message: str,
+        code: int = wire.ER_UNKNOWN_ERROR,
+        sqlstate: str | None = None,
+    ) -> None:
+        self._send([wire.err_payload(code, message, sqlstate)], seq)
+
+    async def _read_login_packet(self) -> tuple[int, bytes, bytes]:
+        """A client packet of the login exchange, within the login timeout (counted
+        from the first such read: the client has its greeting then)."""
+        loop = asyncio.get_running_loop()
+        timeout = self.proxy.options.login_timeout
+        if timeout <= 0:
+            return await self.client.read_packet()
+        if self._login_deadline is None:
+            self._login_deadline = loop.time() + timeout
+        try:
+            return await self.client.read_packet(self._login_deadline)
+        except TimeoutError:
+            reason = f"no login within {timeout:g}s"
+            log.warning("connection %d from %s: %s", self.id, self.client_address, reason)
+            raise _Closed(reason) from None
 
     def _response_payloads(self) -> list[bytes]:
-        try:
-            return wire.response_payloads(self.scope.read_response())
-        except (ResponseError, LuaApiError, ValueError, TypeError, KeyError) as exc:
-            log.critical("(%s) handling proxy.response failed: %s", self.scope.script_name, exc)
-            return [wire.err_payload(wire.ER_UNKNOWN_ERROR, _RESPONSE_FAILED)]
+        return self.scope.response_payloads()
 
     # connect_server (2.2)
 
@@ -1001,7 +1116,7 @@ class LuaConnection:
     # handshake and auth (2.3 - 2.5)
 
     async def _fake_auth(self) -> None:
-        seq, payload, _raw = await self.client.read_packet()
+        seq, payload, _raw = await self._read_login_packet()
         if not self._parse_client_auth(payload):
             self._send([wire.PROTOCOL_40_ERR], seq + 1)
             raise _Closed("4.0 protocol client")
@@ -1055,7 +1170,7 @@ class LuaConnection:
             server.auth_plugin_name,
             server.capabilities,
         )
-        seq, payload, raw = await self.client.read_packet()
+        seq, payload, raw = await self._read_login_packet()
         if not self._parse_client_auth(payload):
             self._send([wire.PROTOCOL_40_ERR], seq + 1)
             raise _Closed("4.0 protocol client")
@@ -1075,7 +1190,7 @@ class LuaConnection:
     async def _pooled_auth(self) -> None:
         server = self.server
         assert server is not None
-        seq, payload, _raw = await self.client.read_packet()
+        seq, payload, _raw = await self._read_login_packet()
         if not self._parse_client_auth(payload):
             self._send([wire.PROTOCOL_40_ERR], seq + 1)
             raise _Closed("4.0 protocol client")
@@ -1170,7 +1285,7 @@ class LuaConnection:
             if first == b"\xff":
                 raise _Closed("login refused")
             # auth switch / more data: the client answers, the server replies again
-            cseq, _cpayload, craw = await self.client.read_packet()
+            cseq, _cpayload, craw = await self._read_login_packet()
             if self.server is None:
                 raise _Closed("no server for the auth exchange")
             if offset:
@@ -1254,6 +1369,7 @@ class LuaConnection:
             and not client.buffer
             and (data[0] | data[1] << 8 | data[2] << 16) + 4 == n
             and n - 4 < MAX_PACKET_PAYLOAD
+            and (not client.max_payload or n - 4 <= client.max_payload)
         ):
             # The common case: the chunk is exactly one command packet.
             self._busy = True
@@ -1271,7 +1387,10 @@ class LuaConnection:
                 return
             data = b""
         if data:
-            client.buffer += data
+            if self._busy:
+                client.stash(data)  # waits its turn; reading pauses if it piles up
+            else:
+                client.buffer += data
         if self._busy:
             self._client_data_while_busy()
             return
@@ -1291,6 +1410,7 @@ class LuaConnection:
                 except Exception as exc:  # a bug here must end this connection only
                     log.exception("connection %d: internal error", self.id)
                     self._fail_job(_Closed(f"internal error: {exc}"))
+            client.check_full()  # busy now: the rest waits its turn
         finally:
             self._in_client_data = False
 
@@ -1303,8 +1423,7 @@ class LuaConnection:
             return
         tracker = server.tracker
         if tracker.client_phase in (C_INFILE, C_AUTH):
-            data = bytes(client.buffer)
-            client.buffer.clear()
+            data = client.take_all()
             try:
                 server.leg.write(tracker.client_data(data))
             except ProtocolError as exc:
@@ -1357,8 +1476,7 @@ class LuaConnection:
         self._fast_server = server
         server.leg.sink = self._server_data
         if server.leg.buffer:
-            pending = bytes(server.leg.buffer)
-            server.leg.buffer.clear()
+            pending = server.leg.take_all()
             self._server_data(pending)
 
     def _server_data(self, data: bytes) -> None:
@@ -1495,7 +1613,7 @@ class LuaConnection:
                     return
                 server_leg.write(out)
             else:
-                client.buffer += data
+                client.stash(data)
 
         def lost(_leg: _Leg) -> None:
             if not done.done():
@@ -1507,8 +1625,7 @@ class LuaConnection:
         server_leg.on_lost = lost
         try:
             if server_leg.buffer:
-                pending = bytes(server_leg.buffer)
-                server_leg.buffer.clear()
+                pending = server_leg.take_all()
                 sink(pending)
             if server_leg.closed and not done.done():
                 raise _Closed("server closed the connection")

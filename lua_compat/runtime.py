@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -102,6 +104,40 @@ PROXY_CONSTANTS: dict[str, int] = {
     **{f"COM_{name}": i for i, name in enumerate(COMMANDS)},
     **{f"MYSQL_TYPE_{name}": v for name, v in COLUMN_TYPES.items()},
 }
+
+
+class HookBudget:
+    """The wall-clock time left to the hook call running now (one per Lua state).
+
+    Wall time, not CPU time: a hook that sleeps (``glib2.usleep``) or waits in a
+    blocking call holds up the one event loop just as much as one that computes. The
+    scope starts the budget around every hook call; the count hook in scope.py asks
+    `overdue` every few thousand VM instructions, and ``glib2.usleep`` never sleeps
+    past `remaining`. Outside a hook call nothing is limited (`deadline` is inf)."""
+
+    __slots__ = ("capped_logged", "deadline", "seconds")
+
+    def __init__(self) -> None:
+        self.deadline = math.inf
+        self.seconds = 0.0
+        self.capped_logged = False
+
+    def start(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds if seconds > 0 else math.inf
+        self.capped_logged = False
+
+    def stop(self) -> None:
+        self.deadline = math.inf
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def overdue(self) -> float | None:
+        """The limit in seconds once the running call is past it, else None."""
+        if time.monotonic() > self.deadline:
+            return self.seconds
+        return None
 
 
 class LuaUnavailableError(RuntimeError):
@@ -310,6 +346,7 @@ class LuaRuntime:
         self.lua: Any = lua51.LuaRuntime(
             encoding=None, unpack_returned_tuples=True, register_eval=False
         )
+        self.hook_budget = HookBudget()
         self._install_modules()
         self._install_proxy_table()
 
@@ -393,7 +430,7 @@ class LuaRuntime:
         # self.chassis (basedir, shutdown) once it knows them.
         self.chassis = chassis.ChassisContext()
         chassis.install(self.lua, self.chassis)
-        system.install(self.lua)
+        system.install(self.lua, self.hook_budget)
 
     def _install_proxy_table(self) -> None:
         constants = {k.encode(): v for k, v in PROXY_CONSTANTS.items()}

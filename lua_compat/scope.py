@@ -13,25 +13,30 @@ before every hook call, so ``proxy.queries`` means this connection's queue while
 ``proxy.global`` and the constants stay shared.
 
 Hooks are called directly from Python (not through a Lua ``pcall``), so a traceback
-shows the script's own frames only. A hook that runs longer than the time limit is
-stopped by a count hook that raises a Lua error.
+shows the script's own frames only. A hook that runs longer than the time limit
+(wall-clock time: sleeping counts) is stopped by a count hook that raises a Lua error, and
+``glib2.usleep`` never sleeps past it. A blocking call in C or in Python (``io.read``
+on a pipe, ``os.execute``) cannot be interrupted: the limit strikes once it returns.
 
 Public API (also used by the admin plugin)::
 
     scripts = LuaScripts(runtime, hook_time_limit=5.0)
     scope = scripts.new_scope("/path/script.lua", queries=ud, connection=ud)
     decision = scope.call_hook("read_query", packet)   # int, or None (no decision)
-    payloads = scope.response_packets()                # proxy.response as payloads
+    payloads = scope.response_payloads()               # proxy.response as payloads
+                                                       # (or the handling-failure ERR)
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
 
+from lua_compat import wire
 from lua_compat.runtime import LuaRuntime
 
 try:
@@ -50,31 +55,30 @@ DEFAULT_HOOK_TIME_LIMIT = 5.0
 _TIME_CHECK_INSTRUCTIONS = 9973  # prime: less likely in step with a loop
 
 _SCOPE_LUA = b"""
+local overdue = ...
 local proxy = proxy
 local proxy_mt = {}
 setmetatable(proxy, proxy_mt)
--- The time limit: Python bumps limit.call before and after every hook call (no clock
--- read on the hot path); the count hook notes the clock when it first fires during a
--- call and raises once the call has run past limit.seconds of CPU time. From then on it
--- fires on every instruction, so a loop that catches errors (pcall) cannot dodge it by
--- always being inside the pcall when the hook comes round.
-local limit = {call = 0, seconds = 0}
-local clock = os.clock
+-- The time limit: Python starts the state's HookBudget (wall-clock time) around every
+-- hook call and bumps limit.call before and after it (no clock read in Lua on the hot
+-- path). The count hook asks overdue() and raises once the call has run past its
+-- limit. From then on it fires on every instruction, so a loop that catches errors
+-- (pcall) cannot dodge it by always being inside the pcall when the hook comes round.
+local limit = {call = 0}
 local lib = {limit = limit}
-local seen_call, started, escalated = -1, 0, false
+local seen_call, escalated = -1, false
 local COUNT = %d
 local hook
 hook = function()
   if limit.call ~= seen_call then
-    seen_call, started = limit.call, clock()
+    seen_call = limit.call
     if escalated then
       escalated = false
       debug.sethook(hook, "", COUNT)
     end
-    return
   end
-  local seconds = limit.seconds
-  if seconds > 0 and clock() - started > seconds then
+  local seconds = overdue()
+  if seconds then
     if not escalated then
       escalated = true
       debug.sethook(hook, "", 1)
@@ -341,11 +345,13 @@ class LuaScripts:
         self.hook_time_limit = hook_time_limit
         lib = getattr(runtime, "_scope_lib", None)
         if lib is None:
-            lib = runtime.lua.execute(_SCOPE_LUA % _TIME_CHECK_INSTRUCTIONS)
+            lib = runtime.lua.execute(
+                _SCOPE_LUA % _TIME_CHECK_INSTRUCTIONS, runtime.hook_budget.overdue
+            )
             runtime._scope_lib = lib  # type: ignore[attr-defined]
         self.lib = lib
         self._limit = lib[b"limit"]
-        self._limit[b"seconds"] = hook_time_limit
+        self.budget = runtime.hook_budget
         self._point = lib[b"point"]
         self._forget = lib[b"forget"]
         self._prepare = lib[b"prepare"]
@@ -395,7 +401,12 @@ class LuaScripts:
         self._forget(proxy_table)
 
     def read_response(self, response: Any) -> Any:
-        result = self._read_response(response)
+        # proxy.response may hold tables with metamethods: script code, so time-limited.
+        self.budget.start(self.hook_time_limit)
+        try:
+            result = self._read_response(response)
+        finally:
+            self.budget.stop()
         desc, message = result if isinstance(result, tuple) else (result, None)
         if desc is None:
             raise ResponseError(_text(message))
@@ -463,9 +474,12 @@ class Scope:
 
     def _run(self, fn: Any, *args: Any, counted: bool = False) -> tuple[bool, Any]:
         """Call fn; `counted`: prepare() has started the time limit's count already."""
-        limit = self.scripts._limit
+        scripts = self.scripts
+        limit = scripts._limit
         if not counted:
             limit[b"call"] = next(_CALLS)
+        budget = scripts.budget
+        budget.start(scripts.hook_time_limit)
         try:
             return True, fn(*args)
         except Exception as exc:  # a Lua error, or a Python error raised inside Lua
@@ -473,6 +487,7 @@ class Scope:
             self.timed_out = "longer than its time limit" in message
             return False, message
         finally:
+            budget.stop()
             limit[b"call"] = next(_CALLS)
 
     def hook(self, name: str) -> Any:
@@ -494,15 +509,25 @@ class Scope:
 
     def call_hook(self, name: str, *args: Any, reset_response: bool = False) -> int | None:
         """Call hook `name` if the script defines it. Returns the decision (a number) or
-        None. Load and execute failures raise; an error in the hook is logged, leaves
-        `last_error` (and `timed_out`) set, and returns None. With reset_response,
-        proxy.response is set to {} first (read_query; unobservable without the hook)."""
+        None. Load and execute failures raise; an error in the hook, or anything else
+        raised while calling it or reading its return value, is logged, leaves
+        `last_error` (and `timed_out`) set, and returns None (no decision); inf and nan
+        are no decision either. With reset_response, proxy.response is set to {} first
+        (read_query; unobservable without the hook)."""
         self.ensure_loaded()
         self.last_error = None
         self.timed_out = False
         env = self.env
         if env is None:
             return None
+        try:
+            return self._call(name, env, args, reset_response)
+        except Exception as exc:  # e.g. a _G metatable (strict.lua) refusing the look-up
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("(%s) calling the hook failed: no decision", name)
+            return None
+
+    def _call(self, name: str, env: Any, args: tuple[Any, ...], reset_response: bool) -> int | None:
         key = _HOOK_KEYS.get(name) or name.encode()
         fn = self.scripts._prepare(env, self.proxy_table, key, next(_CALLS), reset_response)
         if fn is None:
@@ -521,6 +546,9 @@ class Scope:
         number = _lua_number(result)
         if number is None:
             return None
+        if not math.isfinite(number):  # 1/0, 0/0: Lua numbers, but no decision
+            log.critical("(%s) returned %s: treated as no decision", name, number)
+            return None
         return int(number)
 
     def reset_for_query(self) -> None:
@@ -533,6 +561,18 @@ class Scope:
 
     def read_response(self) -> Any:
         return self.scripts.read_response(self.response)
+
+    def response_payloads(self) -> list[bytes]:
+        """proxy.response as payloads, or the ERR of a handling failure (reference 3).
+        Any exception counts as one: a table the reader refuses (ResponseError), a Lua
+        error from a metamethod, a number Python cannot convert (1/0 as affected_rows)."""
+        try:
+            return wire.response_payloads(self.read_response())
+        except ResponseError as exc:
+            log.critical("(%s) handling proxy.response failed: %s", self.script_name, exc)
+        except Exception as exc:
+            log.critical("(%s) handling proxy.response failed: %r", self.script_name, exc)
+        return [wire.err_payload(wire.ER_UNKNOWN_ERROR, wire.RESPONSE_FAILED)]
 
     def close(self) -> None:
         self.scripts.forget(self.proxy_table)

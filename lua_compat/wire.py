@@ -7,7 +7,9 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+from mysqlproxy.protocol import messages
 from mysqlproxy.protocol.constants import MAX_PACKET_PAYLOAD
+from mysqlproxy.protocol.packets import encode_packet, next_sequence_id
 from mysqlproxy.protocol.wire import lenenc_int
 
 ER_UNKNOWN_ERROR = 1105
@@ -15,16 +17,14 @@ DEFAULT_SQLSTATE = b"07000"
 MAX_ERRMSG = 512
 STATUS_AUTOCOMMIT = 2
 
-EOF_PAYLOAD = b"\xfe\x00\x00\x02\x00"  # warnings 0, status AUTOCOMMIT
+EOF_PAYLOAD = messages.encode_eof()  # warnings 0, status AUTOCOMMIT: fe 00 00 02 00
+# The ERR message when proxy.response cannot be turned into packets (reference 3).
+RESPONSE_FAILED = "(lua) handling proxy.response failed, check error-log"
 
 
 def ok_payload(affected_rows: int = 0, insert_id: int = 0) -> bytes:
-    return (
-        b"\x00"
-        + lenenc_int(max(0, int(affected_rows)))
-        + lenenc_int(max(0, int(insert_id)))
-        + struct.pack("<HH", STATUS_AUTOCOMMIT, 0)
-    )
+    """An OK with status AUTOCOMMIT and no warnings (negative counts become 0)."""
+    return messages.encode_ok(max(0, int(affected_rows)), max(0, int(insert_id)))
 
 
 def err_payload(code: int, message: bytes | str, sqlstate: bytes | str | None = None) -> bytes:
@@ -68,14 +68,7 @@ def field_payload(name: bytes, field_type: int) -> bytes:
 
 
 def row_payload(values: list[bytes | None]) -> bytes:
-    out = bytearray()
-    for value in values:
-        if value is None:
-            out += b"\xfb"
-        else:
-            out += lenenc_int(len(value))
-            out += value
-    return bytes(out)
+    return messages.encode_text_row(values)
 
 
 def response_payloads(desc: Any) -> list[bytes]:
@@ -107,20 +100,12 @@ def response_payloads(desc: Any) -> list[bytes]:
 def frame(payloads: list[bytes], first_seq: int) -> tuple[bytes, int]:
     """Frame logical payloads (splitting at 0xffffff); returns the bytes and the next
     sequence id."""
-    out = bytearray()
-    seq = first_seq
+    out = []
+    seq = first_seq & 0xFF
     for payload in payloads:
-        pos = 0
-        while True:
-            piece = payload[pos : pos + MAX_PACKET_PAYLOAD]
-            out += len(piece).to_bytes(3, "little")
-            out.append(seq & 0xFF)
-            out += piece
-            seq += 1
-            pos += len(piece)
-            if len(piece) < MAX_PACKET_PAYLOAD:
-                break
-    return bytes(out), seq & 0xFF
+        out.append(encode_packet(seq, payload))
+        seq = next_sequence_id(seq, len(payload))
+    return b"".join(out), seq
 
 
 def chunk_count(payload_length: int) -> int:

@@ -280,6 +280,8 @@ def run(
             initial_window = commands.window_from_statement(statement, os.path.abspath(log_target))
         except commands.AdminError as exc:
             raise click.BadParameter(str(exc), param_hint="--log-for") from None
+    if lua_script is not None:
+        _refuse_tls_with_lua(tls_cert, tls_self_signed, require_tls, backend_tls)
     client_tls, backend_tls_settings = _tls_settings(
         tls_cert, tls_key, tls_self_signed, require_tls,
         backend_tls, backend_ca, backend_cert, backend_key,
@@ -314,6 +316,28 @@ def run(
         asyncio.run(_serve(config, admin_explicit))
     except (ListenError, AdminConfigError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _refuse_tls_with_lua(
+    cert: str | None, self_signed: bool, require: bool, backend_mode: str
+) -> None:
+    """The Lua engine has no TLS on either leg: TLS options next to --lua-script would be
+    ignored, and the operator would believe in TLS that is not there (fail-open)."""
+    given = [
+        name
+        for name, asked in (
+            ("--tls-cert", cert),
+            ("--tls-self-signed", self_signed),
+            ("--require-tls", require),
+            (f"--backend-tls {backend_mode}", backend_mode != BackendTlsMode.AS_CLIENT),
+        )
+        if asked
+    ]
+    if given:
+        raise click.UsageError(
+            f"--lua-script cannot be combined with {', '.join(given)}: "
+            "the Lua engine has no TLS on either leg"
+        )
 
 
 def _tls_settings(

@@ -22,11 +22,18 @@ import fcntl
 import glob
 import hashlib
 import importlib
+import logging
+import math
 import os
 import pwd
 import stat
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lua_compat.runtime import HookBudget
+
+log = logging.getLogger("lua_compat")
 
 # Debian's lua-lpeg, per architecture (x86_64-linux-gnu, aarch64-linux-gnu, ...)
 DEBIAN_LPEG_PATTERNS = ("/usr/lib/*-linux-gnu*/lua/5.1/lpeg.so", "/usr/lib/lua/5.1/lpeg.so")
@@ -81,7 +88,10 @@ end
 
 -- glib2 ---------------------------------------------------------------------------
 register("glib2", {
-  usleep = function(us) py.usleep(int_arg("usleep", 1, us)) end,
+  usleep = function(us)
+    local err = py.usleep(int_arg("usleep", 1, us))
+    if err ~= nil then error(err, 2) end
+  end,
   md5 = function(s) return py.md5(str_arg("md5", 1, s)) end,
   get_current_time = function()
     local sec, usec = py.now()
@@ -285,9 +295,28 @@ def _promote_lua_symbols() -> None:
     ctypes.CDLL(lua51.__file__, mode=os.RTLD_NOLOAD | os.RTLD_GLOBAL | os.RTLD_NOW)
 
 
-def install(lua: Any) -> None:
-    """Register glib2, posix, lfs and lpeg in ``package.preload`` of a lupa Lua state."""
+def install(lua: Any, budget: HookBudget | None = None) -> None:
+    """Register glib2, posix, lfs and lpeg in ``package.preload`` of a lupa Lua state.
+    `budget`: the hook time limit that ``glib2.usleep`` may not sleep past."""
     locks = _FileLocks()
+
+    def usleep(microseconds: int) -> bytes | None:
+        """Sleep (on the event loop: scripts may block, reference 12), but never past
+        the running hook's time limit: a longer sleep is cut short, logged, and the
+        hook then fails with the time-limit error, as a loop running too long does."""
+        seconds = max(microseconds, 0) / 1_000_000
+        remaining = budget.remaining() if budget is not None else math.inf
+        if seconds < remaining or budget is None:
+            time.sleep(seconds)
+            return None
+        if not budget.capped_logged:
+            budget.capped_logged = True
+            log.warning(
+                "glib2.usleep(%d) cut to %.3fs: the hook's time limit of %gs ends then",
+                microseconds, max(remaining, 0.0), budget.seconds,
+            )
+        time.sleep(max(remaining, 0.0))
+        return f"hook ran longer than its time limit of {budget.seconds:g}s".encode()
 
     def md5(data: bytes) -> bytes:
         return hashlib.md5(data).hexdigest().encode()
@@ -388,7 +417,7 @@ def install(lua: Any) -> None:
 
     py = lua.table_from(
         {
-            b"usleep": lambda us: time.sleep(max(us, 0) / 1_000_000),
+            b"usleep": usleep,
             b"md5": md5,
             b"now": now,
             b"getpid": os.getpid,

@@ -19,7 +19,7 @@ from mysqlproxy.proxy.backends import Address, Backend
 from mysqlproxy.proxy.limits import DEFAULT_MAX_PACKET_SIZE, Limits
 from mysqlproxy.proxy.server import ListenError, ProxyServer
 from mysqlproxy.proxy.tasks import spawn
-from mysqlproxy.proxy.tls import BackendTls, ClientTls
+from mysqlproxy.proxy.tls import BackendTls, BackendTlsMode, ClientTls
 from mysqlproxy.querylog.formats import format_slowlog_header
 from mysqlproxy.querylog.window import QueryLog, WindowSpec
 
@@ -74,13 +74,19 @@ class ProxyApp:
             Limits(config.max_connections, config.idle_timeout, config.max_packet_size),
             config.client_tls,
         )
+        backend_warning = config.backend_tls.unauthenticated_warning
+        if config.client_tls is not None and config.lua_script is None and backend_warning:
+            # Clients that verify the proxy's certificate would otherwise assume the
+            # whole path is authenticated.
+            log.warning("TLS with clients, but %s", backend_warning)
         if config.lua_script is not None:
             # The Lua engine serves the clients; logging, admin and metrics observe it
             # through the same addons and the same server interface.
             from lua_compat.engine import LuaProxy, LuaProxyOptions
 
-            if config.client_tls is not None:
-                log.warning("--lua-script: the Lua engine offers clients no TLS")
+            if config.client_tls is not None or config.backend_tls.mode != BackendTlsMode.AS_CLIENT:
+                # `run` refuses the combination; TLS silently dropped would fail open.
+                raise ValueError("the Lua engine has no TLS on either leg")
             self.server = LuaProxy(  # type: ignore[assignment]
                 LuaProxyOptions(
                     listen=list(config.listen),
@@ -89,6 +95,7 @@ class ProxyApp:
                     connect_timeout=config.connect_timeout,
                     addons=self.addons,
                     hook_time_limit=config.lua_hook_time_limit,
+                    max_packet_size=config.max_packet_size,
                 )
             )
         listen = ", ".join(str(a) for a in config.listen)

@@ -182,7 +182,7 @@ class Session:
         self.client = transport
         self.client_address = _peer_name(transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        _set_nodelay(transport)
+        set_nodelay(transport)
         self.tracker = ConnectionTracker(
             self.connection_id,
             self.client_address,
@@ -228,7 +228,7 @@ class Session:
         )
         self.server = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        _set_nodelay(transport)
+        set_nodelay(transport)
         pending, self._pending_client_data = self._pending_client_data, []
         for chunk in pending:
             self.client_data(chunk)
@@ -941,7 +941,7 @@ def _abort_unless_closed(transport: asyncio.Transport) -> None:
         transport.abort()
 
 
-def _set_nodelay(transport: asyncio.Transport) -> None:
+def set_nodelay(transport: asyncio.Transport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):

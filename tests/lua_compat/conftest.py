@@ -10,6 +10,7 @@ import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -35,16 +36,22 @@ def run_lua_proxy(
     addons: AddonManager | None = None,
     hook_time_limit: float = 5.0,
     listen: Address | None = None,
+    **options: Any,
 ) -> Iterator[LuaProxy]:
-    options = LuaProxyOptions(
+    """`options`: further LuaProxyOptions fields (max_packet_size, login_timeout...)."""
+    # mysql-proxy's 2 s connect timeout (which covers the greeting) is too short for a
+    # private MariaDB on a loaded 2-core machine: it then counts as down.
+    options.setdefault("connect_timeout", 10.0)
+    proxy_options = LuaProxyOptions(
         listen=[listen or Address("127.0.0.1", 0)],
         backends=backends or [],
         read_only_backends=read_only or [],
         script=script,
         addons=addons,
         hook_time_limit=hook_time_limit,
+        **options,
     )
-    with running_on_loop_thread(LuaProxy(options), "lua-proxy") as proxy:
+    with running_on_loop_thread(LuaProxy(proxy_options), "lua-proxy") as proxy:
         yield proxy
 
 

@@ -13,7 +13,7 @@ import pymysql
 import pytest
 
 from lua_compat import LuaRuntime
-from lua_compat.admin import AdminPlugin
+from lua_compat.admin import ERR_RESPONSE, AdminConnection, AdminPlugin
 from lua_compat.scope import LuaScripts
 from mysqlproxy.protocol import auth
 from mysqlproxy.protocol.packets import PacketBuffer, encode_packet
@@ -317,3 +317,52 @@ def test_mariadb_cli(admin: AdminPlugin, mariadb_cli: str) -> None:
     lines = result.stdout.decode().splitlines()
     assert lines[0].split("\t") == ["calls", "global", "user", "peer", "backends", "response_was"]
     assert lines[1].split("\t")[2:5] == [USER, "127.0.0.1", "0"]
+
+
+def test_a_response_python_cannot_convert_gets_the_handling_err(
+    script_file: ScriptFactory,
+) -> None:
+    """wire.response_payloads raised past the ResponseError the plugin caught, out of
+    data_received: asyncio dropped the client without an answer."""
+    source = """
+    function read_query(packet)
+      if packet:find("infinite") then
+        proxy.response = { type = proxy.MYSQLD_PACKET_OK, affected_rows = 1/0 }
+      else
+        proxy.response = { type = proxy.MYSQLD_PACKET_OK }
+      end
+      return proxy.PROXY_SEND_RESULT
+    end
+    """
+    with admin_plugin(script_file(source)) as plugin:
+        with connect(plugin) as conn, conn.cursor() as cur:
+            with pytest.raises(pymysql.err.OperationalError) as info:
+                cur.execute("SELECT 'infinite'")
+            assert info.value.args == (1105, ERR_RESPONSE)
+            cur.execute("SELECT 'fine'")  # as for any handling failure, the connection lives
+        with connect(plugin) as conn, conn.cursor() as cur:  # and so does the listener
+            cur.execute("SELECT 'fine'")
+
+
+def test_anything_raised_while_handling_a_packet_gets_an_err(
+    admin: AdminPlugin, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: AdminConnection, seq: int, payload: bytes) -> None:
+        if b"break" in payload:
+            raise RuntimeError("a bug under data_received")
+        original(self, seq, payload)
+
+    original = AdminConnection._command
+    monkeypatch.setattr(AdminConnection, "_command", broken)
+    with connect(admin) as conn:
+        with pytest.raises(pymysql.err.OperationalError) as info, conn.cursor() as cur:
+            cur.execute("break")
+        assert info.value.args == (
+            1105,
+            "need a resultset + proxy.PROXY_SEND_RESULT ... got something else",
+        )
+        with pytest.raises(pymysql.err.OperationalError), conn.cursor() as cur:
+            cur.execute("show state")  # closed
+    with connect(admin) as conn, conn.cursor() as cur:  # the listener lives on
+        cur.execute("show state")
+    assert "admin connection: handling a packet failed" in caplog.text

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pymysql
+import pytest
 
 from mysqlproxy.proxy.app import ProxyApp, ProxyConfig
 from mysqlproxy.proxy.backends import Address
@@ -15,6 +16,7 @@ from mysqlproxy.querylog.window import WindowSpec
 from mysqlproxy.testing.loopthread import running_on_loop_thread
 from tests.conftest import MariaDB
 from tests.lua_compat.conftest import ScriptFactory
+from tests.test_cli import _run_expecting_failure
 
 
 class _App:
@@ -71,3 +73,24 @@ def test_logging_window_sees_queries_of_a_lua_proxied_connection(
     assert "SELECT 'rewritten by lua'" in text
     assert "SELECT 40 + 2" in text
     assert "SELECT 'original'" not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--tls-self-signed"], "--lua-script cannot be combined with --tls-self-signed"),
+        (["--tls-cert", "/nonexistent.pem"], "cannot be combined with --tls-cert"),
+        (["--tls-self-signed", "--require-tls"], "with --tls-self-signed, --require-tls"),
+        (["--backend-tls", "verify-identity"], "with --backend-tls verify-identity"),
+        (["--backend-tls", "required"], "with --backend-tls required"),
+        (["--backend-tls", "disabled"], "with --backend-tls disabled"),
+    ],
+)
+def test_run_refuses_tls_options_with_a_lua_script(
+    script_file: ScriptFactory, args: list[str], fragment: str
+) -> None:
+    """The Lua engine has no TLS: accepting the options silently would fail open."""
+    script = script_file("function read_query(packet) end\n")
+    result = _run_expecting_failure("--lua-script", script, "--listen", "127.0.0.1:0", *args)
+    assert fragment in result.stderr
+    assert "the Lua engine has no TLS on either leg" in result.stderr

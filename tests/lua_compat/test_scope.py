@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,72 @@ def test_two_script_sets_on_one_state_share_the_proxy_table(script_file: ScriptF
     assert b.call_hook("get") == 2
     assert a.call_hook("get") == 1
     assert runtime.eval("proxy.global.last") == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # (bounded, 5 s: without the wall clock they would end, not hang, the test)
+        "for i = 1, 100 do glib2.usleep(50000) end",  # 50 ms at a time: no CPU time used
+        "glib2.usleep(5 * 1000000)",  # one long sleep
+        # the error caught: no escape either
+        "local t = os.time() while os.time() - t < 5 do pcall(glib2.usleep, 1000000) end",
+    ],
+)
+def test_time_limit_is_wall_clock_and_stops_sleeps(
+    scripts: LuaScripts,
+    script_file: ScriptFactory,
+    body: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scope = scripts.new_scope(
+        script_file(f"require(\"glib2\")\nfunction nap() {body} end\nfunction ok() return 1 end\n")
+    )
+    started = time.monotonic()
+    assert scope.call_hook("nap") is None
+    assert time.monotonic() - started < 1.0  # the limit is 0.2 s
+    assert scope.timed_out
+    assert "hook ran longer than its time limit of 0.2s" in (scope.last_error or "")
+    if "1000000" in body:
+        assert "glib2.usleep(" in caplog.text and "cut to" in caplog.text
+    # outside a hook, and in the next one, sleeps are whole again
+    assert scope.call_hook("ok") == 1 and not scope.timed_out
+    started = time.monotonic()
+    scripts.runtime.execute("glib2.usleep(300000)")
+    assert time.monotonic() - started >= 0.29
+
+
+def test_non_finite_returns_are_no_decision(
+    scripts: LuaScripts, script_file: ScriptFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    scope = scripts.new_scope(
+        script_file(
+            """
+            function inf() return 1/0 end
+            function ninf() return -1/0 end
+            function nan() return 0/0 end
+            function text() return "inf" end
+            """
+        )
+    )
+    assert [scope.call_hook(h) for h in ("inf", "ninf", "nan", "text")] == [None] * 4
+    assert "(inf) returned inf: treated as no decision" in caplog.text
+
+
+def test_anything_raised_around_a_hook_call_is_no_decision(
+    scripts: LuaScripts, script_file: ScriptFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """strict.lua-style scripts make _G refuse unknown names: looking up a hook the
+    script does not define then raises in the look-up itself, outside the hook."""
+    scope = scripts.new_scope(
+        script_file(
+            """
+            setmetatable(_G, {__index = function(_, k) error("undeclared " .. k, 2) end})
+            function ok() return 2 end
+            """
+        )
+    )
+    assert scope.call_hook("ok") == 2
+    assert scope.call_hook("read_query") is None
+    assert "undeclared read_query" in (scope.last_error or "")
+    assert "(read_query) calling the hook failed" in caplog.text
