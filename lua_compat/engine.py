@@ -273,17 +273,22 @@ class _Leg(asyncio.Protocol):
 
     def _wake(self) -> None:
         waiter = self._waiter
+        self._waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self) -> None:
+    def wait(self) -> asyncio.Future[None]:
+        """A future done when data arrives or the leg closes. It is registered here,
+        not when awaited: asyncio.wait_for runs what it is given in a task, a loop turn
+        later, and data arriving in that turn would otherwise wake nobody (the caller
+        then waited for its timeout with the packet already in the buffer)."""
         if self.closed:
             raise _Closed("connection closed")
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+        return waiter
 
     def take_packet(self) -> tuple[int, bytes, bytes] | None:
         """(sequence id of the last piece, logical payload, raw bytes) if complete."""

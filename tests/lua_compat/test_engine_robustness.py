@@ -3,6 +3,7 @@ loop, leak a backend connection, or make the proxy buffer without bound."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -12,8 +13,9 @@ from typing import Any
 import pymysql
 import pytest
 
-from lua_compat.engine import READ_HIGH_WATER, LuaProxy, LuaProxyOptions
+from lua_compat.engine import READ_HIGH_WATER, LuaProxy, LuaProxyOptions, _Leg
 from lua_compat.scope import Scope
+from tests.conftest import MariaDB
 from tests.lua_compat.conftest import ScriptFactory, connect, run_lua_proxy
 from tests.lua_compat.test_engine_injections import MOCK, login_raw, read_packet
 
@@ -222,3 +224,29 @@ def test_pipelined_data_past_the_high_water_mark_pauses_reading(
                 chunk = sock.recv(1 << 16)
                 assert chunk
                 received += chunk
+
+
+# --- waiting for data -------------------------------------------------------------------
+
+
+async def test_a_wait_registered_before_it_is_awaited_sees_data_that_arrives_first() -> None:
+    # asyncio.wait_for starts what it is given a loop turn later; data arriving in that
+    # turn must still wake the waiter (it once did not: the login hung until its timeout).
+    leg = _Leg()
+    waiter = leg.wait()
+    leg.data_received(b"\x01\x00\x00\x00\x0e")
+    await asyncio.wait_for(waiter, 1.0)
+    assert leg.take_packet() == (0, b"\x0e", b"\x01\x00\x00\x00\x0e")
+
+
+def test_many_logins_in_a_row_through_a_script_none_waits(
+    mariadb: MariaDB, script_file: ScriptFactory
+) -> None:
+    script = script_file("function read_query(packet) end\n")
+    with run_lua_proxy(script, [mariadb.address]) as proxy:
+        for n in range(60):
+            started = time.monotonic()
+            with connect(proxy, connect_timeout=5, read_timeout=5) as conn, conn.cursor() as cur:
+                cur.execute("SELECT %s", (n,))
+                assert cur.fetchone() == (n,)
+            assert time.monotonic() - started < 2.0, f"login {n} waited"
