@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,36 +22,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mysqlproxy.testing.privatedb import PrivateMariaDB, find_program  # noqa: E402
+import observers  # noqa: E402  (bench/observers.py: the same sysbench run)
+
+from mysqlproxy.testing.privatedb import PrivateMariaDB  # noqa: E402
 from mysqlproxy.testing.proxyprocess import ProxyProcess  # noqa: E402
 
-TABLE_SIZE = 100_000
 LOG_LUA = ROOT / "lua_compat" / "scripts" / "log.lua"
 
 
 def sysbench(port: int, threads: int, seconds: int, command: str = "run") -> float:
-    argv = [
-        find_program("sysbench", package="sysbench"),
-        "oltp_point_select",
-        "--mysql-host=127.0.0.1",
-        f"--mysql-port={port}",
-        "--mysql-user=root",
-        "--mysql-password=",
-        "--mysql-db=sbtest",
-        "--db-ps-mode=disable",
-        "--tables=1",
-        f"--table-size={TABLE_SIZE}",
-        f"--threads={threads}",
-        f"--time={seconds}",
-        command,
-    ]
-    result = subprocess.run(argv, capture_output=True, text=True, check=True)
-    if command != "run":
-        return 0.0
-    for line in result.stdout.splitlines():
-        if "queries:" in line and "per sec" in line:
-            return float(line.split("(")[1].split()[0])
-    raise RuntimeError(f"no throughput in sysbench output:\n{result.stdout[-1500:]}")
+    # prepared statements off: every query a COM_QUERY, which log.lua writes down
+    return observers.sysbench(port, threads, seconds, command, "--db-ps-mode=disable")
 
 
 def main() -> int:

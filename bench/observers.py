@@ -33,7 +33,10 @@ PASSWORD = "bench"
 TABLE_SIZE = 100_000
 
 
-def sysbench(port: int, threads: int, seconds: int, command: str = "run") -> float:
+def sysbench(
+    port: int, threads: int, seconds: int, command: str = "run", *options: str
+) -> float:
+    """oltp_point_select on sbtest; queries per second (`options`: more sysbench flags)."""
     argv = [
         find_program("sysbench", package="sysbench"),
         "oltp_point_select",
@@ -42,6 +45,7 @@ def sysbench(port: int, threads: int, seconds: int, command: str = "run") -> flo
         "--mysql-user=root",
         "--mysql-password=",
         "--mysql-db=sbtest",
+        *options,
         "--tables=1",
         f"--table-size={TABLE_SIZE}",
         f"--threads={threads}",

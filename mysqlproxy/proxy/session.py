@@ -279,11 +279,8 @@ class Session:
         except PacketTooLarge as exc:
             self._packet_too_large(tracker, server, exc)
             return
-        except UnsupportedFeature as exc:
-            self._refuse(2, ErrorCode.ER_NOT_SUPPORTED_YET, f"mysqlproxy: {exc}", "08004")
-            return
         except ProtocolError as exc:
-            self.close(f"malformed data from client: {exc}")
+            self._bad_client_data(exc)
             return
         if self._handshaking:
             out = self._handshake_to_server(tracker, server, out)
@@ -324,14 +321,19 @@ class Session:
             if self._refused_packet_open:  # its next frames may be in this chunk already
                 self._skip_refused_frames(tracker, b"")
             return
-        except UnsupportedFeature as exc:
-            self._refuse(2, ErrorCode.ER_NOT_SUPPORTED_YET, f"mysqlproxy: {exc}", "08004")
-            return
         except ProtocolError as exc:
-            self.close(f"malformed data from client: {exc}")
+            self._bad_client_data(exc)
             return
         if tracker.events:
             self._dispatch(tracker)
+
+    def _bad_client_data(self, exc: ProtocolError) -> None:
+        """What the tracker refused from the client: a feature the proxy does not follow
+        gets an ERR the client can show; malformed data closes the connection."""
+        if isinstance(exc, UnsupportedFeature):
+            self._refuse(2, ErrorCode.ER_NOT_SUPPORTED_YET, f"mysqlproxy: {exc}", "08004")
+        else:
+            self.close(f"malformed data from client: {exc}")
 
     def backend_data(self, data: bytes) -> None:
         tracker, client = self.tracker, self.client
