@@ -36,8 +36,9 @@ run``) is refused with ERR 1153 as its header arrives; a client has
 logging in; reading from a leg pauses while more than READ_HIGH_WATER bytes wait that
 nobody asked for yet. Hooks run under the wall-clock time limit of scope.py.
 
-Not done here: TLS and compression (masked in the greeting), read/write timeouts (the
-options are accepted), the relay's Limits (max_connections, idle timeout).
+Of the relay's Limits, max_connections applies (ERR 1040 past it). Not done here: TLS
+and compression (masked in the greeting), read/write timeouts (the options are
+accepted), the idle timeout.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ from mysqlproxy.protocol.errors import PacketTooLarge, ProtocolError
 from mysqlproxy.protocol.tracker import C_AUTH, C_INFILE, ConnectionTracker
 from mysqlproxy.proxy.backends import Address, Backend
 from mysqlproxy.proxy.limits import DEFAULT_MAX_PACKET_SIZE, Limits
+from mysqlproxy.proxy.server import TooManyConnections
 from mysqlproxy.proxy.session import PACKET_TOO_LARGE_MESSAGE, set_nodelay
 from mysqlproxy.proxy.tasks import spawn
 
@@ -524,6 +526,10 @@ class LuaProxy:
             self._servers.append(server)
 
     def _new_client(self) -> asyncio.Protocol:
+        limit = self.limits.max_connections  # `run`'s, changeable at runtime (SET)
+        if limit and len(self.sessions) >= limit:
+            self.connections_refused += 1
+            return TooManyConnections()
         conn = LuaConnection(self, self._next_id)
         self._next_id += 1
         self.sessions.add(conn)

@@ -98,6 +98,11 @@ class ProxyApp:
                     max_packet_size=config.max_packet_size,
                 )
             )
+            # The same limits object as the relay's: max_connections (and SET of it)
+            # applies; the idle timeout does not, the engine has no sweep yet.
+            self.server.limits = Limits(
+                config.max_connections, config.idle_timeout, config.max_packet_size
+            )
         listen = ", ".join(str(a) for a in config.listen)
         self.query_log = QueryLog(
             self.addons,

@@ -86,7 +86,7 @@ class ProxyServer:
             if not self._refusing:
                 self._refusing = True
                 log.warning("max_connections (%d) reached: refusing new clients", limit)
-            return _TooManyConnections()
+            return TooManyConnections()
         connection_id = self._next_connection_id
         self._next_connection_id += 1
         session = Session(
@@ -176,7 +176,7 @@ class ProxyServer:
         await self._close_listeners()
 
 
-class _TooManyConnections(asyncio.Protocol):
+class TooManyConnections(asyncio.Protocol):
     """A client over max_connections: ERR 1040 in place of the greeting, as the server
     sends it, and the connection closed. No session, no backend connection."""
 

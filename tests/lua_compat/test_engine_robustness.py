@@ -250,3 +250,24 @@ def test_many_logins_in_a_row_through_a_script_none_waits(
                 cur.execute("SELECT %s", (n,))
                 assert cur.fetchone() == (n,)
             assert time.monotonic() - started < 2.0, f"login {n} waited"
+
+
+def test_max_connections_applies_to_the_lua_engine(
+    mariadb: MariaDB, script_file: ScriptFactory
+) -> None:
+    script = script_file("function read_query(packet) end\n")
+    with run_lua_proxy(script, [mariadb.address]) as proxy:
+        proxy.limits.max_connections = 1  # as `run --max-connections 1` or SET sets it
+        with connect(proxy) as first, first.cursor() as cur:
+            with pytest.raises(pymysql.err.OperationalError) as refused:
+                connect(proxy)
+            assert refused.value.args == (1040, "Too many connections")
+            cur.execute("SELECT 1")  # the one within the limit is served
+            assert cur.fetchone() == (1,)
+        assert proxy.connections_refused == 1
+        deadline = time.monotonic() + 5
+        while proxy.sessions and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with connect(proxy) as again, again.cursor() as cur:  # room again once it left
+            cur.execute("SELECT 2")
+            assert cur.fetchone() == (2,)

@@ -50,8 +50,10 @@ def test_logging_window_sees_queries_of_a_lua_proxied_connection(
         lua_script=script,
         initial_window=WindowSpec(duration=60, target=str(log_file), format="text"),
         grace_period=1.0,
+        max_connections=7,
     )
     app = ProxyApp(config, stdout=io.StringIO())
+    assert app.server.limits.max_connections == 7  # `run`'s limit reaches the engine
     with running_on_loop_thread(_App(app), "lua-app"):
         port = app.server.bound[0].port
         with (
