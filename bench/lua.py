@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -62,20 +61,17 @@ def main() -> int:
         for proxy in setups.values():
             sysbench(proxy.port, args.threads, 3)  # warm up
         for round_number in range(args.rounds):
-            names = list(setups)
-            names = names[round_number % len(names):] + names[: round_number % len(names)]
-            for name in names:
+            for name in observers.rotated(list(setups), round_number):
                 qps = sysbench(setups[name].port, args.threads, args.duration)
                 results.setdefault(name, []).append(qps)
                 print(f"  round {round_number + 1}: {name}: {qps:,.0f} q/s", file=sys.stderr)
         logged = sum(1 for _ in log_file.open()) if log_file.exists() else 0
-    base = statistics.median(results["no script (baseline)"])
-    print(f"\nsysbench oltp_point_select (prepared statements off), {args.threads} thread(s), "
-          f"{args.duration} s x {args.rounds} rounds, median q/s through the proxy")
-    print(f"{'configuration':32s} {'q/s':>9s} {'ratio':>6s}")
-    for name, values in results.items():
-        qps = statistics.median(values)
-        print(f"{name:32s} {qps:9,.0f} {qps / base:6.2f}")
+    observers.print_ratios(
+        results,
+        "no script (baseline)",
+        f"sysbench oltp_point_select (prepared statements off), {args.threads} thread(s), "
+        f"{args.duration} s x {args.rounds} rounds, median q/s through the proxy",
+    )
     print(f"(log.lua wrote {logged:,} lines)")
     return 0
 

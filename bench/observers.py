@@ -61,6 +61,24 @@ def sysbench(
     raise RuntimeError(f"no throughput in sysbench output:\n{result.stdout[-1500:]}")
 
 
+def rotated(names: list[str], round_number: int) -> list[str]:
+    """The configurations in this round's order: a different one first each round, so
+    a change in background load does not always hit the same configuration."""
+    shift = round_number % len(names)
+    return names[shift:] + names[:shift]
+
+
+def print_ratios(results: dict[str, list[float]], baseline: str, title: str) -> None:
+    """The median q/s of each configuration and its ratio to the baseline's."""
+    base = statistics.median(results[baseline])
+    width = max(len(name) for name in results) + 2
+    print(f"\n{title}")
+    print(f"{'configuration':{width}s} {'q/s':>9s} {'ratio':>6s}")
+    for name, values in results.items():
+        qps = statistics.median(values)
+        print(f"{name:{width}s} {qps:9,.0f} {qps / base:6.2f}")
+
+
 def admin(port: int, statement: str) -> None:
     with pymysql.connect(host="127.0.0.1", port=port, user="admin", password=PASSWORD) as conn:
         conn.cursor().execute(statement)
@@ -100,9 +118,7 @@ def main() -> int:
         }
         sysbench(plain.port, args.threads, 3)  # warm up
         for round_number in range(args.rounds):
-            names = list(setups)
-            names = names[round_number % len(names):] + names[: round_number % len(names)]
-            for name in names:
+            for name in rotated(list(setups), round_number):
                 port, statement = setups[name]
                 admin(admin_port, "LOG OFF ALL")
                 if statement and statement != "LOG OFF ALL":
@@ -112,13 +128,12 @@ def main() -> int:
                 print(f"  round {round_number + 1}: {name}: {qps:,.0f} q/s", file=sys.stderr)
         admin(admin_port, "LOG OFF ALL")
         logged = sum(1 for line in log_file.open() if line.startswith("# Time:"))
-    base = statistics.median(results["no window (baseline)"])
-    print(f"\nsysbench oltp_point_select, {args.threads} thread(s), {args.duration} s x "
-          f"{args.rounds} rounds, median q/s through the proxy")
-    print(f"{'configuration':48s} {'q/s':>9s} {'ratio':>6s}")
-    for name, values in results.items():
-        qps = statistics.median(values)
-        print(f"{name:48s} {qps:9,.0f} {qps / base:6.2f}")
+    print_ratios(
+        results,
+        "no window (baseline)",
+        f"sysbench oltp_point_select, {args.threads} thread(s), {args.duration} s x "
+        f"{args.rounds} rounds, median q/s through the proxy",
+    )
     print(f"(the slow log received {logged:,} entries)")
     return 0
 
