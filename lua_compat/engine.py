@@ -98,7 +98,7 @@ from mysqlproxy.protocol.errors import PacketTooLarge, ProtocolError
 from mysqlproxy.protocol.tracker import C_AUTH, C_INFILE, ConnectionTracker
 from mysqlproxy.proxy.backends import Address, Backend
 from mysqlproxy.proxy.limits import DEFAULT_MAX_PACKET_SIZE, Limits
-from mysqlproxy.proxy.server import TooManyConnections
+from mysqlproxy.proxy.server import TooManyConnections, remove_stale_socket
 from mysqlproxy.proxy.session import PACKET_TOO_LARGE_MESSAGE, set_nodelay
 from mysqlproxy.proxy.tasks import spawn
 
@@ -509,12 +509,7 @@ class LuaProxy:
         loop = asyncio.get_running_loop()
         for address in self.listen:
             if address.unix_path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    import os
-                    import stat
-
-                    if stat.S_ISSOCK(os.stat(address.unix_path).st_mode):
-                        os.unlink(address.unix_path)
+                remove_stale_socket(address.unix_path)
                 server = await loop.create_unix_server(self._new_client, address.unix_path)
                 self.bound.append(address)
             else:

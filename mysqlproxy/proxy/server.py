@@ -66,7 +66,7 @@ class ProxyServer:
         try:
             for address in self.listen:
                 if address.unix_path is not None:
-                    _remove_stale_socket(address.unix_path)
+                    remove_stale_socket(address.unix_path)
                     server = await loop.create_unix_server(self._new_client, address.unix_path)
                 else:
                     server = await loop.create_server(
@@ -185,7 +185,7 @@ class TooManyConnections(asyncio.Protocol):
         transport.close()
 
 
-def _remove_stale_socket(path: str) -> None:
+def remove_stale_socket(path: str) -> None:
     """A socket file left by a proxy that died would block the bind; a live one is kept."""
     import socket
     import stat
