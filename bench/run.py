@@ -69,6 +69,7 @@ class Figure:
     target: float | None  # the ratio proxy/direct to reach (min or max, see above)
     runs: dict[str, list[float]] = field(default_factory=dict)  # via -> one value per run
     proxy_cpu: list[float] = field(default_factory=list)  # share of one core, per run
+    reference_cpu: dict[str, list[float]] = field(default_factory=dict)  # the same, by via
     # Per run: the share of the machine's CPU time used by processes other than the
     # benchmark's own (server, relays, clients): how noisy the measurement was.
     foreign_cpu: list[float] = field(default_factory=list)
@@ -117,6 +118,7 @@ class Bench:
         self.proxy: ProxyProcess | None = None
         self.ports: list[tuple[str, int]] = []  # (via, port), rotated for each run
         self.relay_pids: list[int] = []  # the proxy and socat: the benchmark's own CPU
+        self.reference_pids: dict[str, int] = {}  # via -> pid of socat, the bare relay
         self.figures: list[Figure] = []
         self.profiles: list[str] = []
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -161,8 +163,21 @@ class Bench:
             f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay",
             f"TCP:127.0.0.1:{backend_port},nodelay",
         ]
+        return self._start_reference(stack, "socat", argv, port)
+
+    def start_bare_relay(self, stack: contextlib.ExitStack, backend_port: int) -> int:
+        """bench/bare_relay.py: bytes through, no protocol work, in Python on uvloop."""
+        port = free_port()
+        argv = [sys.executable, str(ROOT / "bench" / "bare_relay.py"), str(port),
+                str(backend_port)]
+        return self._start_reference(stack, "bare", argv, port)
+
+    def _start_reference(
+        self, stack: contextlib.ExitStack, via: str, argv: list[str], port: int
+    ) -> int:
         process = spawn_owned(argv, stderr=subprocess.DEVNULL)
         self.relay_pids.append(process.pid)
+        self.reference_pids[via] = process.pid
         stack.callback(process.wait, 10)
         stack.callback(process.terminate)
         deadline = time.monotonic() + 10
@@ -170,7 +185,7 @@ class Bench:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 return port
             time.sleep(0.05)
-        raise RuntimeError("socat did not start listening")
+        raise RuntimeError(f"the reference relay {via} did not start listening")
 
     def _sysbench(self, port: int, extra: list[str]) -> str:
         argv = [
@@ -211,6 +226,8 @@ class Bench:
         machine0, ours0, wall0 = machine_cpu(), sum(map(process_cpu, ours)), time.monotonic()
         children0 = children_cpu()
         proxy0 = self.proxy.cpu_seconds() if via == "proxy" and self.proxy else 0.0
+        reference = self.reference_pids.get(via)
+        reference0 = process_cpu(reference) if reference else 0.0
         profiler = self._start_profiler(figure) if via == "proxy" else None
         try:
             yield usage
@@ -224,6 +241,9 @@ class Bench:
             if via == "proxy" and self.proxy is not None:
                 usage["proxy_cpu"] = round((self.proxy.cpu_seconds() - proxy0) / wall, 3)
                 figure.proxy_cpu.append(usage["proxy_cpu"])
+            if reference:
+                usage["relay_cpu"] = round((process_cpu(reference) - reference0) / wall, 3)
+                figure.reference_cpu.setdefault(via, []).append(usage["relay_cpu"])
 
     def _start_profiler(self, figure: Figure) -> subprocess.Popen[bytes] | None:
         if not self.args.profile or self.proxy is None:
@@ -347,6 +367,8 @@ class Bench:
             self.relay_pids = [self.proxy.pid]
             if args.socat:
                 self.ports.append(("socat", self.start_socat(stack, self.db.port)))
+            if args.bare:
+                self.ports.append(("bare", self.start_bare_relay(stack, self.db.port)))
             self.warm_up()
             for threads in args.threads:
                 for ps_mode in ("auto", "disable"):
@@ -431,13 +453,13 @@ def parse_sysbench(output: str) -> dict[str, float]:
 
 
 def format_table(figures: list[Figure], args: argparse.Namespace) -> str:
-    reference = any("socat" in f.runs for f in figures)
+    references = [via for via in ("socat", "bare") if any(via in f.runs for f in figures)]
     header = (
         f"{'benchmark':<54} {'direct':>11} {'proxy':>11} {'proxy/direct':>12}  "
         f"{'target':<14}"
     )
-    if reference:
-        header += f" {'socat/direct':>12}"
+    for via in references:
+        header += f" {via + '/direct':>12}"
     lines = ["", header + f" {'proxy CPU':>15} {'others':>7}"]
     for f in figures:
         proxy = f.value("proxy")
@@ -456,10 +478,17 @@ def format_table(figures: list[Figure], args: argparse.Namespace) -> str:
             f"{f.name:<54} {fmt.format(f.value('direct')) + f.unit:>11}"
             f" {fmt.format(proxy) + f.unit:>11} {f.ratio():>12.2f}  {target:<14}"
         )
-        if reference:
-            line += f" {f.ratio('socat'):>12.2f}"
+        for via in references:
+            line += f" {f.ratio(via):>12.2f}"
         foreign = f"{max(f.foreign_cpu) * 100:.0f}%" if f.foreign_cpu else ""
         lines.append(line + f" {cpu:>15} {foreign:>7}")
+    for f in figures:
+        if f.unit != "q/s" or not f.reference_cpu:
+            continue
+        per_query = [f"proxy {statistics.median(f.proxy_cpu) / f.value('proxy') * 1e6:.0f}"]
+        for via, shares in f.reference_cpu.items():
+            per_query.append(f"{via} {statistics.median(shares) / f.value(via) * 1e6:.0f}")
+        lines.append(f"  CPU per query, {f.name}: {', '.join(per_query)} us")
     lines.append(
         f"\npoint selects: median of {args.rounds} run(s) of {args.duration}s after "
         f"{args.warmup}s warm-up; big SELECT: best of {args.repeat}; proxy CPU: share of "
@@ -524,6 +553,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--socat", action="store_true",
                         help="also measure socat, a relay that does no protocol work, as a "
                         "reference for the cost of the extra hop")
+    parser.add_argument("--bare", action="store_true",
+                        help="also measure bench/bare_relay.py, a Python relay on uvloop "
+                        "that does no protocol work: what Python and asyncio cost alone")
     parser.add_argument("--proxy-nice", type=int, default=0,
                         help="scheduling niceness for the proxy process (negative: more CPU "
                         "share; needs root)")
