@@ -184,6 +184,14 @@ _COM_STMT_EXECUTE = int(Command.COM_STMT_EXECUTE)
 _COM_INIT_DB = int(Command.COM_INIT_DB)
 _COM_RESET_CONNECTION = int(Command.COM_RESET_CONNECTION)
 _COM_CHANGE_USER = int(Command.COM_CHANGE_USER)
+_COM_STMT_RESET = int(Command.COM_STMT_RESET)
+_COM_STMT_SEND_LONG_DATA = int(Command.COM_STMT_SEND_LONG_DATA)
+_COM_QUIT = int(Command.COM_QUIT)
+_COM_STMT_CLOSE = int(Command.COM_STMT_CLOSE)
+# Statement commands that only name their statement (no types or data to remember).
+_NAMING_COMMANDS = frozenset(
+    int(c) for c in (Command.COM_STMT_FETCH, Command.COM_STMT_CLOSE, Command.COM_STMT_RESET)
+)
 _STATEMENT_COMMANDS = frozenset(
     int(c)
     for c in (
@@ -638,7 +646,12 @@ class ConnectionTracker:
             while pos < n:
                 if not (framer.skip or framer.partial or framer.in_packet):
                     phase = self.server_phase
-                    if phase == S_ROWS:
+                    if phase == S_RESULT:
+                        end = self._whole_result_set(data, pos, n)
+                        if end:
+                            pos = end
+                            continue
+                    elif phase == S_ROWS:
                         pos = self._scan_rows(data, pos, n)
                         if pos >= n:
                             break
@@ -672,6 +685,77 @@ class ConnectionTracker:
         return data
 
     # --- server side --------------------------------------------------------------
+
+    def _whole_result_set(self, data: bytes, pos: int, n: int) -> int:
+        """The commonest response, a result set that lies whole in this chunk from `pos`
+        (phase RESULT, at a packet boundary), checked and counted in one pass without
+        the per-packet calls. Returns where it ended, or 0 (nothing changed) for
+        anything else: then the general path reads the same bytes and decides."""
+        seq = self._server_seq
+        header = _HEADER.unpack_from
+        if n - pos < 5:
+            return 0
+        word: int = header(data, pos)[0]
+        count = data[pos + 4]
+        # One byte of column count (1..250): not OK, ERR, LOCAL INFILE or a longer count.
+        if word != (seq << 24 | 1) or not 0 < count < 0xFB:
+            return 0
+        p = pos + 5
+        seq = (seq + 1) & 0xFF
+        for _ in range(count):
+            if n - p < 5:
+                return 0
+            word = header(data, p)[0]
+            length = word & 0xFFFFFF
+            if (
+                word >> 24 != seq
+                or length >= MAX_PACKET_PAYLOAD
+                or data[p + 4] != _COLUMN_DEFINITION_FIRST_BYTE
+            ):
+                return 0
+            p += 4 + length
+            seq = (seq + 1) & 0xFF
+        if not self._deprecate_eof:
+            # The EOF after the columns; one saying a cursor opened is left to the
+            # general path (no rows follow it).
+            if n - p < 5:
+                return 0
+            word = header(data, p)[0]
+            length = word & 0xFFFFFF
+            if (
+                word >> 24 != seq
+                or data[p + 4] != 0xFE
+                or length >= _EOF_MAX_PAYLOAD
+                or p + 4 + length > n
+                or (length >= 4 and data[p + 7] & _CURSOR_EXISTS)
+            ):
+                return 0
+            p += 4 + length
+            seq = (seq + 1) & 0xFF
+        rows = 0
+        while True:
+            if n - p < 5:
+                return 0
+            word = header(data, p)[0]
+            length = word & 0xFFFFFF
+            first = data[p + 4]
+            if word >> 24 != seq or length >= MAX_PACKET_PAYLOAD or first == ERR_HEADER:
+                return 0
+            if first == 0xFE:
+                break
+            rows += 1
+            p += 4 + length
+            seq = (seq + 1) & 0xFF
+        end = p + 4 + length
+        if end > n or length > MAX_CONTROL_PACKET:
+            return 0
+        cmd = self._queue[0]
+        cmd.result_sets += 1
+        cmd.rows_sent += rows
+        self._server_seq = (seq + 1) & 0xFF
+        self._packet_end = end
+        self._result_end(cmd, data[p + 4 : end])
+        return end
 
     def _scan_rows(self, data: bytes, pos: int, n: int) -> int:
         """The hot loop: count rows packet by packet without copying them. Stops at
@@ -1152,16 +1236,17 @@ class ConnectionTracker:
         if not payload:
             raise ProtocolError("empty command packet")
         code = payload[0]
+        # Positional: keywords double the cost of this once-per-command call.
         cmd = _Command(
-            code=code,
-            payload=payload,
-            total_length=length,
-            sequence_id=seq,
-            started_ns=self._clock_ns(),
-            started_at=self._wall_clock(),
-            schema=self.schema,
-            user=self.user,
-            bytes_received=wire_bytes,
+            code,  # code
+            payload,  # payload
+            length,  # total_length
+            seq,  # sequence_id
+            self._clock_ns(),  # started_ns
+            self._wall_clock(),  # started_at
+            self.schema,  # schema
+            self.user,  # user
+            wire_bytes,  # bytes_received
         )
         if code in _STATEMENT_COMMANDS:  # FETCH, CLOSE, RESET: for the statement text
             self._bind_statement(cmd)
@@ -1204,9 +1289,9 @@ class ConnectionTracker:
         if statement is None:
             return
         cmd.statement = statement
-        if cmd.code in (Command.COM_STMT_FETCH, Command.COM_STMT_CLOSE, Command.COM_STMT_RESET):
+        if cmd.code in _NAMING_COMMANDS:
             return
-        if cmd.code == Command.COM_STMT_SEND_LONG_DATA:
+        if cmd.code == _COM_STMT_SEND_LONG_DATA:
             _, param, data = messages.parse_long_data(payload)
             previous = statement.long_data.get(param, b"")
             if len(previous) < MAX_CAPTURED_LONG_DATA:
@@ -1228,31 +1313,27 @@ class ConnectionTracker:
                 statement.param_types = sent
             return
         bound_at = 10 + (n + 7) // 8
-        if n and len(payload) > bound_at and payload[bound_at] == 1:
-            types = payload[bound_at + 1 : bound_at + 1 + 2 * n]
-            if len(types) == 2 * n:
-                statement.param_types = tuple(
-                    int.from_bytes(types[i : i + 2], "little") for i in range(0, 2 * n, 2)
-                )
+        if n and len(payload) >= bound_at + 1 + 2 * n and payload[bound_at] == 1:
+            statement.param_types = struct.unpack_from(f"<{n}H", payload, bound_at + 1)
 
     def _begin_response(self, cmd: _Command) -> None:
         """Make `cmd` the command whose response the server side follows."""
         code = cmd.code
         if code in _NO_RESPONSE:
-            if code == Command.COM_QUIT:
+            if code == _COM_QUIT:
                 self.server_phase = S_CLOSED
                 self.client_phase = C_CLOSED
-            elif code == Command.COM_STMT_CLOSE and len(cmd.payload) >= 5:
+            elif code == _COM_STMT_CLOSE and len(cmd.payload) >= 5:
                 self.statements.pop(messages.statement_id_of(cmd.payload), None)
             cmd.first_byte_ns = cmd.started_ns
             self._complete(cmd)
             return
         self.server_phase = _RESPONSE_PHASE.get(code, S_SIMPLE)
         self._server_seq = (cmd.sequence_id + cmd.total_length // MAX_PACKET_PAYLOAD + 1) & 0xFF
-        if code == Command.COM_CHANGE_USER:
+        if code == _COM_CHANGE_USER:
             self.client_phase = C_AUTH
             self._client_seq = self._server_seq
-        elif code == Command.COM_STMT_RESET and cmd.statement is not None:
+        elif code == _COM_STMT_RESET and cmd.statement is not None:
             cmd.statement.long_data.clear()
 
     def _complete(self, cmd: _Command) -> None:

@@ -1543,6 +1543,45 @@ def test_cursor_and_fetch(deprecate_eof: bool) -> None:
     )
 
 
+@EOF_MODES
+def test_cursor_ends_the_response_even_with_more_bytes_in_the_chunk(deprecate_eof: bool) -> None:
+    """A result whose EOF says a cursor opened ends there (rows come with FETCH): what
+    follows in the same chunk is not read as its rows, by the whole-chunk fast path
+    (_whole_result_set) or the general one."""
+    conv = pk.login(deprecate_eof=deprecate_eof)
+    columns = [Column("id", FieldType.MYSQL_TYPE_LONG)]
+    _prepare(conv, 11, "SELECT id FROM t WHERE id > ?", 1, columns, deprecate_eof)
+    conv.command(
+        pk.com_stmt_execute(11, [FieldType.MYSQL_TYPE_LONGLONG], [0], flags=1),
+        *pk.binary_result_set(columns, [], deprecate_eof=deprecate_eof, cursor=True),
+        pk.eof(),
+    )
+    fails(conv, "no command was running")
+
+
+@EOF_MODES
+def test_pipelined_result_sets_in_one_chunk(deprecate_eof: bool) -> None:
+    """Two commands' result sets arriving in one chunk: each counted for its command."""
+    conv = pk.login(deprecate_eof=deprecate_eof)
+    first = pk.com_query("SELECT a FROM t")
+    second = pk.com_query("SELECT b FROM t")
+    conv.raw(CLIENT, encode_packet(0, first) + encode_packet(0, second))
+    one = pk.frame(1, pk.text_result_set(["a"], [[b"1"], [b"2"]], deprecate_eof=deprecate_eof))
+    two = pk.frame(1, pk.text_result_set(["b"], [[b"3"]], deprecate_eof=deprecate_eof))
+    conv.raw(SERVER, one + two)
+    result = check(
+        conv,
+        [
+            LOGGED_IN,
+            query_event(Command.COM_QUERY, "SELECT a FROM t", bytes_received=len(first) + 4,
+                        bytes_sent=len(one), rows_sent=2, result_sets=1),
+            query_event(Command.COM_QUERY, "SELECT b FROM t", bytes_received=len(second) + 4,
+                        bytes_sent=len(two), rows_sent=1, result_sets=1),
+        ],
+    )
+    assert result.tracker.idle
+
+
 def test_close_forgets_statement() -> None:
     conv = pk.login()
     _prepare(conv, 12, "SELECT 1", 0, [Column("1")], False)
