@@ -18,12 +18,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mysqlproxy.hooks import AddonManager  # noqa: E402
-from mysqlproxy.protocol.constants import FieldType  # noqa: E402
-from mysqlproxy.protocol.packets import encode_packet  # noqa: E402
-from mysqlproxy.proxy.backends import Address, Backend  # noqa: E402
-from mysqlproxy.proxy.session import Session  # noqa: E402
-from mysqlproxy.testing import packets as pk  # noqa: E402
+from mysqlproxy.hooks import AddonManager
+from mysqlproxy.protocol.constants import FieldType
+from mysqlproxy.protocol.packets import encode_packet
+from mysqlproxy.proxy.backends import Address, Backend
+from mysqlproxy.proxy.session import Session
+from mysqlproxy.testing import packets as pk
 
 
 class FakeTransport:
