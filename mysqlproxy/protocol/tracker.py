@@ -733,29 +733,37 @@ class ConnectionTracker:
             p += 4 + length
             seq = (seq + 1) & 0xFF
         rows = 0
-        while True:
-            if n - p < 5:
-                return 0
+        cmd = self._queue[0]
+        while n - p >= 5:
             word = header(data, p)[0]
             length = word & 0xFFFFFF
             first = data[p + 4]
             if word >> 24 != seq or length >= MAX_PACKET_PAYLOAD or first == ERR_HEADER:
-                return 0
-            if first == 0xFE:
                 break
+            if first == 0xFE:
+                end = p + 4 + length
+                if end > n or length > MAX_CONTROL_PACKET:
+                    break
+                cmd.result_sets += 1
+                cmd.rows_sent += rows
+                self._server_seq = (seq + 1) & 0xFF
+                self._packet_end = end
+                self._result_end(cmd, data[p + 4 : end])
+                return end
             rows += 1
             p += 4 + length
             seq = (seq + 1) & 0xFF
-        end = p + 4 + length
-        if end > n or length > MAX_CONTROL_PACKET:
-            return 0
-        cmd = self._queue[0]
+        # Stopped in the rows (the chunk ends, or an ERR, a 16 MiB row, a sequence
+        # error, a terminator cut short): what was read stands, and the general path
+        # goes on from ROWS, so a long result's first chunk is not walked twice.
         cmd.result_sets += 1
         cmd.rows_sent += rows
-        self._server_seq = (seq + 1) & 0xFF
-        self._packet_end = end
-        self._result_end(cmd, data[p + 4 : end])
-        return end
+        self._server_seq = seq
+        self.server_phase = S_ROWS
+        if p > n:  # the last row counted goes on in the next chunk
+            self._server.skip_rest(p - n)
+            return n
+        return p
 
     def _scan_rows(self, data: bytes, pos: int, n: int) -> int:
         """The hot loop: count rows packet by packet without copying them. Stops at
