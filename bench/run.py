@@ -168,7 +168,7 @@ class Bench:
     def start_bare_relay(self, stack: contextlib.ExitStack, backend_port: int) -> int:
         """bench/bare_relay.py: bytes through, no protocol work, in Python on uvloop."""
         port = free_port()
-        argv = [sys.executable, str(ROOT / "bench" / "bare_relay.py"), str(port),
+        argv = [self.args.proxy_python, str(ROOT / "bench" / "bare_relay.py"), str(port),
                 str(backend_port)]
         return self._start_reference(stack, "bare", argv, port)
 
@@ -354,6 +354,7 @@ class Bench:
             self.proxy = stack.enter_context(
                 ProxyProcess(
                     backend,
+                    python=args.proxy_python,
                     # No admin interface: nothing to configure, and no clash with a
                     # proxy already on its default port.
                     extra_args=["--admin", "off", "--log-level", "warning", *args.proxy_arg],
@@ -559,6 +560,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--proxy-nice", type=int, default=0,
                         help="scheduling niceness for the proxy process (negative: more CPU "
                         "share; needs root)")
+    parser.add_argument("--proxy-python", default=sys.executable,
+                        help="the Python that runs the proxy and the bare relay, with "
+                        "mysqlproxy and uvloop installed (default: this one)")
     parser.add_argument("--proxy-arg", action="append", default=[],
                         help="an extra argument for `mysqlproxy run` (repeatable)")
     parser.add_argument("--profile", action="store_true",
