@@ -687,10 +687,12 @@ class ConnectionTracker:
     # --- server side --------------------------------------------------------------
 
     def _whole_result_set(self, data: bytes, pos: int, n: int) -> int:
-        """The commonest response, a result set that lies whole in this chunk from `pos`
-        (phase RESULT, at a packet boundary), checked and counted in one pass without
-        the per-packet calls. Returns where it ended, or 0 (nothing changed) for
-        anything else: then the general path reads the same bytes and decides."""
+        """The commonest response, a result set starting at `pos` (phase RESULT, at a
+        packet boundary), read in one pass without the per-packet calls: its column
+        count, definitions and EOF, then its rows (_scan_rows) and terminator as far as
+        this chunk holds them. Returns where it stopped, or 0 (nothing changed) when
+        the result's head is not a plain one lying whole in the chunk: then the general
+        path reads the same bytes and decides."""
         seq = self._server_seq
         header = _HEADER.unpack_from
         if n - pos < 5:
@@ -732,37 +734,31 @@ class ConnectionTracker:
                 return 0
             p += 4 + length
             seq = (seq + 1) & 0xFF
-        rows = 0
+        # The result set has begun; what follows are its rows.
         cmd = self._queue[0]
-        while n - p >= 5:
+        cmd.result_sets += 1
+        self._server_seq = seq
+        self.server_phase = S_ROWS
+        if p > n:  # the last column definition goes on in the next chunk
+            self._server.skip_rest(p - n)
+            return n
+        p = self._scan_rows(data, p, n)
+        # The terminator, when it lies whole in this chunk; anything else (an ERR, a
+        # 16 MiB row, the chunk's end) is the general path's, from ROWS.
+        if n - p >= 5:
             word = header(data, p)[0]
             length = word & 0xFFFFFF
-            first = data[p + 4]
-            if word >> 24 != seq or length >= MAX_PACKET_PAYLOAD or first == ERR_HEADER:
-                break
-            if first == 0xFE:
-                end = p + 4 + length
-                if end > n or length > MAX_CONTROL_PACKET:
-                    break
-                cmd.result_sets += 1
-                cmd.rows_sent += rows
-                self._server_seq = (seq + 1) & 0xFF
+            end = p + 4 + length
+            if (
+                word >> 24 == self._server_seq
+                and data[p + 4] == 0xFE
+                and end <= n
+                and length <= MAX_CONTROL_PACKET
+            ):
+                self._server_seq = (self._server_seq + 1) & 0xFF
                 self._packet_end = end
                 self._result_end(cmd, data[p + 4 : end])
                 return end
-            rows += 1
-            p += 4 + length
-            seq = (seq + 1) & 0xFF
-        # Stopped in the rows (the chunk ends, or an ERR, a 16 MiB row, a sequence
-        # error, a terminator cut short): what was read stands, and the general path
-        # goes on from ROWS, so a long result's first chunk is not walked twice.
-        cmd.result_sets += 1
-        cmd.rows_sent += rows
-        self._server_seq = seq
-        self.server_phase = S_ROWS
-        if p > n:  # the last row counted goes on in the next chunk
-            self._server.skip_rest(p - n)
-            return n
         return p
 
     def _scan_rows(self, data: bytes, pos: int, n: int) -> int:
