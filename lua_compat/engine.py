@@ -36,9 +36,10 @@ run``) is refused with ERR 1153 as its header arrives; a client has
 logging in; reading from a leg pauses while more than READ_HIGH_WATER bytes wait that
 nobody asked for yet. Hooks run under the wall-clock time limit of scope.py.
 
-Of the relay's Limits, max_connections applies (ERR 1040 past it). Not done here: TLS
-and compression (masked in the greeting), read/write timeouts (the options are
-accepted), the idle timeout.
+Of the relay's Limits, max_connections applies (ERR 1040 past it) and idle_timeout (the
+relay's sweep; an idle client is told with ERR 4031, its backend with COM_QUIT). Not
+done here: TLS and compression (masked in the greeting), read/write timeouts (the
+options are accepted).
 """
 
 from __future__ import annotations
@@ -97,9 +98,9 @@ from mysqlproxy.protocol.constants import (
 from mysqlproxy.protocol.errors import PacketTooLarge, ProtocolError
 from mysqlproxy.protocol.tracker import C_AUTH, C_INFILE, ConnectionTracker
 from mysqlproxy.proxy.backends import Address, Backend
-from mysqlproxy.proxy.limits import DEFAULT_MAX_PACKET_SIZE, Limits
+from mysqlproxy.proxy.limits import DEFAULT_MAX_PACKET_SIZE, Limits, sweep_idle
 from mysqlproxy.proxy.server import TooManyConnections, remove_stale_socket
-from mysqlproxy.proxy.session import PACKET_TOO_LARGE_MESSAGE, set_nodelay
+from mysqlproxy.proxy.session import COM_QUIT_PACKET, PACKET_TOO_LARGE_MESSAGE, set_nodelay
 from mysqlproxy.proxy.tasks import spawn
 
 log = logging.getLogger("lua_compat")
@@ -196,6 +197,7 @@ class _Leg(asyncio.Protocol):
         self._full = False  # reading paused: the buffer is over READ_HIGH_WATER
         self._held = False  # reading paused: the peer's write buffer is full
         self._reading_paused = False
+        self.reads = 0  # chunks received (the idle sweep's sign of life)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -204,6 +206,7 @@ class _Leg(asyncio.Protocol):
         set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
+        self.reads += 1
         sink = self.sink
         if sink is not None:
             sink(data)
@@ -489,6 +492,7 @@ class LuaProxy:
         self._commands_of_closed = 0
         self._next_id = 1
         self._servers: list[asyncio.AbstractServer] = []
+        self._idle_sweep: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self._last_down_check = 0.0
@@ -519,6 +523,8 @@ class LuaProxy:
                 sockname = server.sockets[0].getsockname()
                 self.bound.append(Address(address.host, sockname[1]))
             self._servers.append(server)
+        # The relay's idle sweep over this engine's connections (LuaConnection.idle_check).
+        self._idle_sweep = spawn(sweep_idle(self.limits, lambda: self.sessions), "lua-idle-sweep")
 
     def _new_client(self) -> asyncio.Protocol:
         limit = self.limits.max_connections  # `run`'s, changeable at runtime (SET)
@@ -542,6 +548,11 @@ class LuaProxy:
         await self.shutdown(1.0)
 
     async def shutdown(self, grace: float) -> None:
+        if self._idle_sweep is not None:
+            self._idle_sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._idle_sweep
+            self._idle_sweep = None
         for server in self._servers:
             server.close()
         for conn in list(self.sessions):
@@ -744,6 +755,8 @@ class LuaConnection:
         self._fast_server: ServerConnection | None = None
         self._fast_target = 0
         self._login_deadline: float | None = None
+        self._idle_mark = -1  # client.reads when the idle sweep last saw the client idle
+        self._idle_since = 0.0
 
     @property
     def server(self) -> ServerConnection | None:
@@ -785,7 +798,46 @@ class LuaConnection:
             self.server.close()
 
     def idle_check(self, now: float, timeout: float) -> None:
-        return None
+        """Called by the idle sweep (mysqlproxy.proxy.limits.sweep_idle): close the
+        connection once the client, between commands, has sent nothing for `timeout`
+        seconds, as the relay's Session.idle_check does. Idle time counts from the
+        first sweep that saw it, so a client is never closed early. The login has its
+        own limit (options.login_timeout)."""
+        # Waiting for a command: the command loop's job is pending (a resolved one runs
+        # on the slow path) and nothing is busy on the fast path (_busy stays set until
+        # the response has been relayed).
+        job = self._job
+        waiting = (
+            not self.closed
+            and not self._close_requested
+            and job is not None
+            and not job.done()
+            and not self._busy
+            and not self.client.buffer
+        )
+        if not waiting:
+            self._idle_mark = -1
+            return
+        if self._idle_mark != self.client.reads:
+            self._idle_mark = self.client.reads
+            self._idle_since = now
+            return
+        if now - self._idle_since < timeout:
+            return
+        reason = f"idle for {now - self._idle_since:.1f}s, idle_timeout is {timeout:g}s"
+        log.info("connection %d from %s: %s", self.id, self.client_address, reason)
+        server = self.server
+        if server is not None:
+            server.leg.write(COM_QUIT_PACKET)  # a clean goodbye: not an aborted connection
+        # As MySQL 8.0.24+ tells a client it disconnects for inactivity: an ERR with
+        # sequence id 0, where the next command's answer would start.
+        self._send_err(
+            0,
+            "The client was disconnected by the server because of inactivity.",
+            int(ErrorCode.ER_CLIENT_INTERACTION_TIMEOUT),
+            "HY000",
+        )
+        self._fail_job(_Closed(reason))
 
     def info(self) -> ConnectionInfo:
         server = self.server

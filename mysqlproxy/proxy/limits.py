@@ -6,12 +6,14 @@ Where each limit is enforced:
   ERR 1040 "Too many connections" in place of the greeting, with sequence id 0, as the
   server does, and hung up on; no backend connection is opened for it. Admin
   connections are not counted (an operator can always get in to raise it).
-- idle_timeout: by a sweep in server.py, every quarter of the timeout (at most every
-  second). A client the server is waiting for (no command in flight, or the greeting
-  unanswered) that sent nothing for that long is closed with its backend connection;
-  an idle backend is sent COM_QUIT first, so it does not count an aborted connection.
-  No ERR packet: the client is not reading, and one would arrive out of step with its
-  next command. A command in flight is never cut, however long it runs or stalls.
+- idle_timeout: by a sweep (`sweep_idle`, run by server.py and by the Lua engine)
+  every quarter of the timeout (at most every second). A client the server is waiting
+  for (no command in flight, or the greeting unanswered) that sent nothing for that
+  long is closed with its backend connection; an idle backend is sent COM_QUIT first,
+  so it does not count an aborted connection. A client between commands is told why
+  first, as MySQL 8.0.24+ does: ERR 4031 (ER_CLIENT_INTERACTION_TIMEOUT) with sequence
+  id 0, where its next command's answer would start. A command in flight is never
+  cut, however long it runs or stalls.
 - max_packet_size: in the tracker's client framer (protocol/tracker.py), on the header
   of the piece that takes a logical packet (its 0xFFFFFF pieces added up) over the
   limit, read with the payload byte that comes with it. None of that piece's payload
@@ -35,9 +37,12 @@ refused anyway.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import resource
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 # MySQL 8's default max_allowed_packet. MariaDB's is 16M: a client sending between the
 # two is refused by the server itself, with the same error. A backend configured for
@@ -45,6 +50,9 @@ from dataclasses import dataclass
 DEFAULT_MAX_PACKET_SIZE = 64 << 20
 # The protocol's ceiling (max_allowed_packet cannot be set higher).
 MAX_PACKET_SIZE_CEILING = 1 << 30
+
+# How often the idle sweep runs while idle_timeout is off (to notice it switched on).
+IDLE_SWEEP_OFF_INTERVAL = 1.0
 
 # Each proxied connection holds two file descriptors: the client's and the backend's.
 FDS_PER_CONNECTION = 2
@@ -99,3 +107,28 @@ def check_max_packet_size(size: int) -> int:
     if size and not 1024 <= size <= MAX_PACKET_SIZE_CEILING:
         raise ValueError("must be 0 (no limit) or between 1k and 1G, as max_allowed_packet")
     return size
+
+
+class IdleChecked(Protocol):
+    """A connection the idle sweep looks at (Session, the Lua engine's LuaConnection)."""
+
+    def idle_check(self, now: float, timeout: float) -> None: ...
+
+
+async def sweep_idle(limits: Limits, connections: Callable[[], Iterable[IdleChecked]]) -> None:
+    """Close clients idle longer than limits.idle_timeout: each connection's idle_check
+    decides. One pass over the connections every quarter of the timeout: nothing on the
+    relay's path pays for it. Runs until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        timeout = limits.idle_timeout
+        if timeout <= 0:
+            await asyncio.sleep(IDLE_SWEEP_OFF_INTERVAL)
+            continue
+        await asyncio.sleep(min(max(timeout / 4, 0.05), 1.0))
+        timeout = limits.idle_timeout
+        if timeout <= 0:
+            continue
+        now = loop.time()
+        for connection in list(connections()):
+            connection.idle_check(now, timeout)

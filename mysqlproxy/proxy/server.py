@@ -15,7 +15,7 @@ from mysqlproxy.protocol.constants import ErrorCode
 from mysqlproxy.protocol.messages import encode_err
 from mysqlproxy.protocol.packets import encode_packet
 from mysqlproxy.proxy.backends import Address, Backend
-from mysqlproxy.proxy.limits import Limits
+from mysqlproxy.proxy.limits import Limits, sweep_idle
 from mysqlproxy.proxy.session import Session
 from mysqlproxy.proxy.tasks import spawn
 from mysqlproxy.proxy.tls import ClientTls
@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 _TOO_MANY_CONNECTIONS = encode_packet(
     0, encode_err(ErrorCode.ER_CON_COUNT_ERROR, "Too many connections", "08004")
 )
-# How often the idle sweep runs while idle_timeout is off (to notice it switched on).
-_IDLE_SWEEP_OFF_INTERVAL = 1.0
 
 
 class ListenError(Exception):
@@ -77,7 +75,7 @@ class ProxyServer:
         except OSError as exc:
             await self._close_listeners()
             raise ListenError(f"cannot listen on {address}: {_describe(exc)}") from exc
-        self._idle_sweep = spawn(self._sweep_idle(), "idle-sweep")
+        self._idle_sweep = spawn(sweep_idle(self.limits, lambda: self.sessions), "idle-sweep")
 
     def _new_client(self) -> asyncio.Protocol:
         limit = self.limits.max_connections
@@ -116,24 +114,6 @@ class ProxyServer:
         if self._refusing and len(self.sessions) < (self.limits.max_connections or 1 << 62):
             self._refusing = False
             log.info("below max_connections again: accepting new clients")
-
-    async def _sweep_idle(self) -> None:
-        """Close clients idle longer than limits.idle_timeout (see Session.idle_check).
-        One pass over the sessions every quarter of the timeout: nothing on the relay's
-        path pays for it."""
-        loop = asyncio.get_running_loop()
-        while True:
-            timeout = self.limits.idle_timeout
-            if timeout <= 0:
-                await asyncio.sleep(_IDLE_SWEEP_OFF_INTERVAL)
-                continue
-            await asyncio.sleep(min(max(timeout / 4, 0.05), 1.0))
-            timeout = self.limits.idle_timeout
-            if timeout <= 0:
-                continue
-            now = loop.time()
-            for session in list(self.sessions):
-                session.idle_check(now, timeout)
 
     async def _close_listeners(self) -> None:
         if self._idle_sweep is not None:

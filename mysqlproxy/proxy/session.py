@@ -67,7 +67,8 @@ WRITE_HIGH_WATER = 256 * 1024
 LINGER_SECONDS = 2.0
 # MySQL's own words for ER_NET_PACKET_TOO_LARGE (clients and pools match on them).
 PACKET_TOO_LARGE_MESSAGE = "Got a packet bigger than 'max_allowed_packet' bytes"
-_COM_QUIT_PACKET = encode_packet(0, bytes((Command.COM_QUIT,)))
+# What the proxy sends a backend it hangs up on between commands (a clean goodbye).
+COM_QUIT_PACKET = encode_packet(0, bytes((Command.COM_QUIT,)))
 # MySQL's own words for ER_SECURE_TRANSPORT_REQUIRED (--require-tls refusing a plain client).
 SECURE_TRANSPORT_MESSAGE = (
     "Connections using insecure transport are prohibited while --require_secure_transport=ON."
@@ -739,7 +740,7 @@ class Session:
         elif now - self._idle_since >= timeout:
             server = self.server
             if tracker.idle and tracker.client_phase == C_COMMAND and not server.is_closing():
-                quit_packet = _COM_QUIT_PACKET
+                quit_packet = COM_QUIT_PACKET
                 if self._compression is not None:
                     quit_packet = self._compression.command_to_server(quit_packet)
                 server.write(quit_packet)  # a clean goodbye: not an aborted connection

@@ -4,18 +4,24 @@ the logging window, the counters and the admin-side server interface keep workin
 from __future__ import annotations
 
 import io
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pymysql
 import pytest
 
+from mysqlproxy.protocol import messages
+from mysqlproxy.protocol.packets import PacketBuffer
 from mysqlproxy.proxy.app import ProxyApp, ProxyConfig
 from mysqlproxy.proxy.backends import Address
 from mysqlproxy.querylog.window import WindowSpec
 from mysqlproxy.testing.loopthread import running_on_loop_thread
 from tests.conftest import MariaDB
 from tests.lua_compat.conftest import ScriptFactory
+from tests.proxy.test_faults import reading_eof, server_thread_ids, wait_until
+from tests.proxy.test_limits import global_status, read_packet
 from tests.test_cli import _run_expecting_failure
 
 
@@ -96,3 +102,76 @@ def test_run_refuses_tls_options_with_a_lua_script(
     result = _run_expecting_failure("--lua-script", script, "--listen", "127.0.0.1:0", *args)
     assert fragment in result.stderr
     assert "the Lua engine has no TLS on either leg" in result.stderr
+
+
+@pytest.fixture
+def idle_lua_app(mariadb: MariaDB, script_file: ScriptFactory) -> Iterator[ProxyApp]:
+    """`run --lua-script --idle-timeout 0.5s`, with a script that rewrites one query (so
+    the engine, not a pass-through, serves the connection)."""
+    script = script_file(
+        """
+        function read_query(packet)
+          if packet:find("SELECT 'original'") then
+            proxy.queries:append(1, string.char(proxy.COM_QUERY) .. "SELECT 'rewritten'")
+            return proxy.PROXY_SEND_QUERY
+          end
+        end
+        """
+    )
+    config = ProxyConfig(
+        listen=[Address("127.0.0.1", 0)],
+        backend=mariadb.address,
+        lua_script=script,
+        idle_timeout=0.5,
+        grace_period=1.0,
+    )
+    app = ProxyApp(config, stdout=io.StringIO())
+    assert app.server.limits.idle_timeout == 0.5  # `run`'s limit reaches the engine
+    with running_on_loop_thread(_App(app), "lua-idle-app"):
+        yield app
+
+
+def test_idle_timeout_closes_an_idle_lua_client_and_quits_its_backend(
+    idle_lua_app: ProxyApp, mariadb: MariaDB
+) -> None:
+    admin = mariadb.connect()
+    aborted_before = global_status(mariadb, "Aborted_clients")
+    port = idle_lua_app.server.bound[0].port
+    client = pymysql.connect(host="127.0.0.1", port=port, user="root", password="")
+    thread_id = client.thread_id()
+    with client.cursor() as cur:
+        cur.execute("SELECT 'original'")
+        assert cur.fetchone() == ("rewritten",)
+    started = time.monotonic()
+    sock: socket.socket = client._sock  # type: ignore[attr-defined]
+    # Told why first, as the relay and MySQL 8.0.24+ do: ERR 4031 with sequence id 0.
+    seq, payload = read_packet(sock, PacketBuffer(), timeout=3)
+    elapsed = time.monotonic() - started
+    assert (seq, messages.parse_err(payload)) == (
+        0,
+        messages.ErrPacket(
+            4031, "HY000", "The client was disconnected by the server because of inactivity."
+        ),
+    )
+    assert reading_eof(sock, timeout=3)
+    assert 0.45 <= elapsed < 1.5, elapsed  # the timeout, plus at most one sweep and a bit
+    assert wait_until(lambda: not idle_lua_app.server.sessions, 2)
+    assert wait_until(lambda: thread_id not in server_thread_ids(admin), 5)
+    # The backend was told goodbye (COM_QUIT): not an aborted connection to it.
+    assert global_status(mariadb, "Aborted_clients") == aborted_before
+    admin.close()
+
+
+def test_idle_timeout_spares_lua_clients_at_work(idle_lua_app: ProxyApp) -> None:
+    port = idle_lua_app.server.bound[0].port
+    with (
+        pymysql.connect(host="127.0.0.1", port=port, user="root", password="") as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT SLEEP(1.2)")  # over twice the timeout, waiting on the server
+        assert cur.fetchall() == ((0,),)
+        for _ in range(6):  # commands more often than the timeout
+            time.sleep(0.25)
+            cur.execute("SELECT 'original'")
+            assert cur.fetchone() == ("rewritten",)
+        assert len(idle_lua_app.server.sessions) == 1
