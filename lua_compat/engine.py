@@ -102,6 +102,7 @@ from mysqlproxy.proxy.limits import DEFAULT_MAX_PACKET_SIZE, Limits, sweep_idle
 from mysqlproxy.proxy.server import TooManyConnections, remove_stale_socket
 from mysqlproxy.proxy.session import COM_QUIT_PACKET, PACKET_TOO_LARGE_MESSAGE, set_nodelay
 from mysqlproxy.proxy.tasks import spawn
+from mysqlproxy.proxy.tls import BackendTls, BackendTlsMode
 
 log = logging.getLogger("lua_compat")
 
@@ -464,6 +465,8 @@ class BackendState:
 class LuaProxy:
     """Listeners plus one LuaConnection per client (see the module docstring)."""
 
+    backend_tls_supported = False  # (the ProxyServer interface) the backend legs are plain
+
     def __init__(self, options: LuaProxyOptions, runtime: LuaRuntime | None = None) -> None:
         self.options = options
         self.runtime = runtime if runtime is not None else LuaRuntime()
@@ -482,7 +485,9 @@ class LuaProxy:
         ]
         # What mysqlproxy's control plane and app read (the ProxyServer interface).
         first = options.backends[0] if options.backends else Address("127.0.0.1", 3306)
-        self.backend = Backend(first, options.connect_timeout)
+        # The backend legs are plain: the control plane shows "disabled" (and refuses to
+        # set another mode, see backend_tls_supported).
+        self.backend = Backend(first, options.connect_timeout, BackendTls(BackendTlsMode.DISABLED))
         self.limits = Limits()
         self.tls: Any = None  # the engine offers clients no TLS (control plane reads it)
         self.listen = list(options.listen)

@@ -152,6 +152,8 @@ class ControlPlane:
 
         def set_backend_tls(text: str) -> None:
             old = backend.tls
+            if not self.server.backend_tls_supported and text.strip().lower() != "disabled":
+                raise ValueError("the Lua engine (--lua-script) has no TLS to the backend")
             backend.tls = tls.backend_tls(
                 text.strip().lower(), old.ca_file, old.cert_file, old.key_file
             )

@@ -35,6 +35,10 @@ class ListenError(Exception):
 class ProxyServer:
     """Accepts clients on one or more addresses and relays each to the backend."""
 
+    # The relay can use TLS toward the backend (the Lua engine, which stands in for
+    # this class under --lua-script, cannot: the control plane asks).
+    backend_tls_supported = True
+
     def __init__(
         self,
         listen: Sequence[Address],

@@ -175,3 +175,18 @@ def test_idle_timeout_spares_lua_clients_at_work(idle_lua_app: ProxyApp) -> None
             cur.execute("SELECT 'original'")
             assert cur.fetchone() == ("rewritten",)
         assert len(idle_lua_app.server.sessions) == 1
+
+
+def test_tls_settings_say_what_the_lua_engine_does(idle_lua_app: ProxyApp) -> None:
+    """The engine's legs are plain: the control plane (admin SHOW/SET) says so and
+    refuses to switch TLS on, instead of accepting a setting nothing would read."""
+    settings = idle_lua_app.control.settings
+    assert settings["backend_tls"].get() == "disabled"
+    assert settings["require_tls"].get() == "off"
+    with pytest.raises(ValueError, match="no TLS to the backend"):
+        settings["backend_tls"].set("required")
+    with pytest.raises(ValueError, match="no certificate"):
+        settings["require_tls"].set("on")
+    settings["backend_tls"].set("disabled")  # what it is: accepted
+    assert settings["backend_tls"].get() == "disabled"
+    assert settings["idle_timeout"].get() == "0.5"
