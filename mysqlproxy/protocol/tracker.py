@@ -618,6 +618,28 @@ class ConnectionTracker:
             raise
         return data
 
+    def unfinished_change_user(self, data: bytes) -> int:
+        """Where in `data`, a client chunk of the command phase not yet fed, a command
+        packet starts that the chunk does not hold whole and that is a COM_CHANGE_USER,
+        or may be one (its command byte not in the chunk yet); -1 when there is none,
+        or when the chunk starts inside a packet's 16 MiB pieces or header. A relay
+        that must check a COM_CHANGE_USER's authentication before relaying any of it
+        holds those bytes back until the packet is whole."""
+        framer = self._client
+        if self.client_phase != C_COMMAND or framer.partial or framer.piece_continues:
+            return -1
+        pos = framer.skip  # the rest of a packet that started in an earlier chunk
+        n = len(data)
+        while pos < n:
+            if n - pos < 5:
+                return pos
+            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            end = pos + 4 + length
+            if end > n or length >= MAX_PACKET_PAYLOAD:
+                return pos if data[pos + 4] == _COM_CHANGE_USER else -1
+            pos = end
+        return -1
+
     def skip_refused(self, data: bytes) -> bool:
         """After a PacketTooLarge whose packet had not ended (`ended` false): pass over
         what `data` holds of the rest of it. True once it has ended; the bytes after it

@@ -38,6 +38,7 @@ from mysqlproxy.protocol.tracker import (
     C_AUTH,
     C_COMMAND,
     C_TLS,
+    MAX_CONTROL_PACKET,
     S_AUTH,
     S_CONNECT,
     ConnectionTracker,
@@ -180,6 +181,7 @@ class Session:
         # authentication is under way, _cleartext_watch reads the server's packets.
         self._guard_cleartext = False
         self._cleartext_watch: CleartextWatch | None = None
+        self._held_change_user = b""  # see _whole_change_user
 
     # --- set-up ------------------------------------------------------------------
 
@@ -281,6 +283,10 @@ class Session:
         if self._compression is not None:
             self._compressed_client_data(self._compression, tracker, server, data)
             return
+        if self._guard_cleartext and not self._handshaking:
+            data = self._whole_change_user(tracker, data)
+            if not data:
+                return
         idle_before = self._guard_cleartext and tracker.idle
         try:
             out = tracker.client_data(data)
@@ -486,6 +492,23 @@ class Session:
             return False
         self._cleartext_watch = CleartextWatch(plugin)
         return True
+
+    def _whole_change_user(self, tracker: ConnectionTracker, data: bytes) -> bytes:
+        """Guarded session (TLS client, plain backend): the bytes of a COM_CHANGE_USER
+        that has not fully arrived are held back, so that its auth data is checked
+        (_change_user_allowed) before any of it reaches the backend. Returns what may
+        go on now: the chunk up to such a packet, with what was held before it."""
+        if self._held_change_user:
+            data = self._held_change_user + data
+            self._held_change_user = b""
+        start = tracker.unfinished_change_user(data)
+        if start < 0:
+            return data
+        if len(data) - start > MAX_CONTROL_PACKET:
+            self.close("COM_CHANGE_USER over 1 MiB from a TLS client with a plain backend leg")
+            return b""
+        self._held_change_user = data[start:]
+        return data[:start]
 
     def _change_user_allowed(
         self, tracker: ConnectionTracker, data: bytes, idle_before: bool

@@ -178,6 +178,7 @@ class FakeConnection:
     handshake: HandshakeResponse | None = None
     auth_packets: list[bytes] = field(default_factory=list)  # after the handshake response
     commands: list[ReceivedCommand] = field(default_factory=list)
+    received: bytearray = field(default_factory=bytearray)  # every byte read, as read
     closed: bool = False
     closed_by_client: bool = False  # the client went away (EOF or reset) first
 
@@ -425,6 +426,7 @@ class _Conversation:
             if not data:
                 self.conn.closed_by_client = True
                 raise _ConnectionClosed
+            self.conn.received += data
             self.packets.feed(data)
 
     async def _send(self, reply: Reply) -> None:
@@ -489,6 +491,7 @@ class _Conversation:
             if not data:
                 self.conn.closed_by_client = True
                 raise _ConnectionClosed
+            self.conn.received += data
 
 
 # --- running it from blocking tests ---------------------------------------------------

@@ -2058,3 +2058,25 @@ def test_empty_command_packet() -> None:
     conv = pk.login()
     conv.raw(CLIENT, b"\x00\x00\x00\x00")
     fails(conv, "empty command packet")
+
+
+def test_unfinished_change_user() -> None:
+    """Where a client chunk's unfinished COM_CHANGE_USER starts (the guarded relay holds
+    it back until whole), for chunks that start at a packet boundary or inside one."""
+    tracker = replay(pk.login().chunks).tracker
+    change_user = encode_packet(0, pk.com_change_user("bob", b"secret-in-clear"))
+    ping = encode_packet(0, pk.com_ping())
+    big_query = encode_packet(0, pk.com_query("SELECT '" + "x" * 100 + "'"))
+    assert tracker.unfinished_change_user(change_user) == -1  # whole: checked as it is
+    assert tracker.unfinished_change_user(change_user[:12]) == 0
+    assert tracker.unfinished_change_user(change_user[:3]) == 0  # command byte unseen
+    assert tracker.unfinished_change_user(ping + change_user[:12]) == len(ping)
+    assert tracker.unfinished_change_user(ping + ping[:4]) == len(ping)  # might be one
+    assert tracker.unfinished_change_user(ping + big_query[:30]) == -1  # a query
+    # A chunk that starts inside a packet begun in an earlier chunk.
+    tracker.client_data(big_query[:30])
+    rest = big_query[30:]
+    assert tracker.unfinished_change_user(rest) == -1
+    assert tracker.unfinished_change_user(rest + change_user[:9]) == len(rest)
+    # Not in the command phase: nothing to hold.
+    assert new_tracker().unfinished_change_user(change_user[:12]) == -1

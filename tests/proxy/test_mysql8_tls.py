@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -322,3 +323,79 @@ def test_change_user_full_auth_is_refused_on_a_plain_backend_leg(
     assert raised.value.errno == ER_ACCESS_DENIED
     assert "refusing to send a cleartext password" in str(raised.value.msg)
     assert b"sha2-secret" not in received_by(plain_fake)
+
+
+class _SplittingSocket:
+    """A client's TLS socket that sends each COM_CHANGE_USER in two writes, a pause
+    between: the proxy receives it in two chunks (TLS records) with the auth data in
+    the first."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self._sock = sock
+        self.splits = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def sendall(self, data: bytes) -> None:
+        if len(data) > 40 and data[4] == 0x11:  # COM_CHANGE_USER
+            self.splits += 1
+            cut = data.index(b"\x00", 5) + 1 + 1 + data[data.index(b"\x00", 5) + 1]
+            self._sock.sendall(data[:cut])  # up to the end of the auth data
+            time.sleep(0.2)
+            self._sock.sendall(data[cut:])
+        else:
+            self._sock.sendall(data)
+
+
+def _connect_native_tls(proxy: ProxyThread, ca: Path) -> Any:
+    conn = mysql.connector.connect(
+        host="127.0.0.1", port=proxy.address.port, user="native",
+        password="native-secret", use_pure=True, ssl_ca=str(ca),
+        ssl_verify_cert=True, connection_timeout=5,
+    )
+    assert isinstance(conn._socket.sock, ssl.SSLSocket)
+    splitting = _SplittingSocket(conn._socket.sock)
+    conn._socket.sock = splitting
+    return conn, splitting
+
+
+def test_split_change_user_with_a_cleartext_password_never_reaches_a_plain_leg(
+    proxy_to_plain: ProxyThread, plain_fake: FakeMySQL8,
+    ca_files: tuple[Path, Path, ssl.SSLContext],
+) -> None:
+    """A COM_CHANGE_USER whose password is in clear (mysql_clear_password), arriving in
+    two chunks: no byte of it reaches the plain backend leg, not even the first
+    chunk's, which holds the password but not yet the plugin's name."""
+    plain_fake.connections.clear()
+    conn, splitting = _connect_native_tls(proxy_to_plain, ca_files[0])
+    try:
+        conn._auth_plugin = "mysql_clear_password"
+        with pytest.raises(mysql.connector.Error) as raised:
+            conn.cmd_change_user(username="clear", password="clear-secret")
+    finally:
+        conn.close()
+    assert splitting.splits == 1
+    assert raised.value.errno == ER_ACCESS_DENIED
+    assert "refusing to send a cleartext password" in str(raised.value.msg)
+    received = b"".join(bytes(c.received) for c in plain_fake.connections)
+    assert b"native" in received  # the login did reach it: the raw record is complete
+    assert b"clear-secret" not in received
+    assert b"\x11clear\x00" not in received  # nothing of the COM_CHANGE_USER at all
+
+
+def test_split_change_user_with_a_scramble_goes_through(
+    proxy_to_plain: ProxyThread, plain_fake: FakeMySQL8,
+    ca_files: tuple[Path, Path, ssl.SSLContext],
+) -> None:
+    """The same split COM_CHANGE_USER with mysql_native_password (a scramble): held until
+    whole, checked, relayed whole."""
+    conn, splitting = _connect_native_tls(proxy_to_plain, ca_files[0])
+    try:
+        conn.cmd_change_user(username="native", password="native-secret")
+        cur = conn.cursor()
+        cur.execute("SELECT 'in'")
+        assert cur.fetchall() == [("in",)]
+    finally:
+        conn.close()
+    assert splitting.splits == 1
