@@ -22,6 +22,16 @@ from tests.proxy.test_faults import server_thread_ids, wait_until
 from tests.proxy.test_limits import assert_disconnected_for_inactivity, global_status
 from tests.test_cli import _run_expecting_failure
 
+# Rewrites one query: the engine, not a pass-through, serves the connection.
+REWRITING_SCRIPT = """
+function read_query(packet)
+  if packet:find("SELECT 'original'") then
+    proxy.queries:append(1, string.char(proxy.COM_QUERY) .. "SELECT 'rewritten by lua'")
+    return proxy.PROXY_SEND_QUERY
+  end
+end
+"""
+
 
 class _App:
     def __init__(self, app: ProxyApp) -> None:
@@ -37,16 +47,7 @@ class _App:
 def test_logging_window_sees_queries_of_a_lua_proxied_connection(
     mariadb: MariaDB, script_file: ScriptFactory, tmp_path: Path
 ) -> None:
-    script = script_file(
-        """
-        function read_query(packet)
-          if packet:find("SELECT 'original'") then
-            proxy.queries:append(1, string.char(proxy.COM_QUERY) .. "SELECT 'rewritten by lua'")
-            return proxy.PROXY_SEND_QUERY
-          end
-        end
-        """
-    )
+    script = script_file(REWRITING_SCRIPT)
     log_file = tmp_path / "window.log"
     config = ProxyConfig(
         listen=[Address("127.0.0.1", 0)],
@@ -104,18 +105,8 @@ def test_run_refuses_tls_options_with_a_lua_script(
 
 @pytest.fixture
 def idle_lua_app(mariadb: MariaDB, script_file: ScriptFactory) -> Iterator[ProxyApp]:
-    """`run --lua-script --idle-timeout 0.5s`, with a script that rewrites one query (so
-    the engine, not a pass-through, serves the connection)."""
-    script = script_file(
-        """
-        function read_query(packet)
-          if packet:find("SELECT 'original'") then
-            proxy.queries:append(1, string.char(proxy.COM_QUERY) .. "SELECT 'rewritten'")
-            return proxy.PROXY_SEND_QUERY
-          end
-        end
-        """
-    )
+    """`run --lua-script --idle-timeout 0.5s`, with the rewriting script."""
+    script = script_file(REWRITING_SCRIPT)
     config = ProxyConfig(
         listen=[Address("127.0.0.1", 0)],
         backend=mariadb.address,
@@ -139,7 +130,7 @@ def test_idle_timeout_closes_an_idle_lua_client_and_quits_its_backend(
     thread_id = client.thread_id()
     with client.cursor() as cur:
         cur.execute("SELECT 'original'")
-        assert cur.fetchone() == ("rewritten",)
+        assert cur.fetchone() == ("rewritten by lua",)
     sock: socket.socket = client._sock  # type: ignore[attr-defined]
     assert_disconnected_for_inactivity(sock, 0.5)  # as on the relay
     assert wait_until(lambda: not idle_lua_app.server.sessions, 2)
@@ -160,7 +151,7 @@ def test_idle_timeout_spares_lua_clients_at_work(idle_lua_app: ProxyApp) -> None
         for _ in range(6):  # commands more often than the timeout
             time.sleep(0.25)
             cur.execute("SELECT 'original'")
-            assert cur.fetchone() == ("rewritten",)
+            assert cur.fetchone() == ("rewritten by lua",)
         assert len(idle_lua_app.server.sessions) == 1
 
 
