@@ -37,9 +37,10 @@ logging in; reading from a leg pauses while more than READ_HIGH_WATER bytes wait
 nobody asked for yet. Hooks run under the wall-clock time limit of scope.py.
 
 Of the relay's Limits, max_connections applies (ERR 1040 past it) and idle_timeout (the
-relay's sweep; an idle client is told with ERR 4031, its backend with COM_QUIT). Not
-done here: TLS and compression (masked in the greeting), read/write timeouts (the
-options are accepted).
+relay's sweep; an idle client is told with ERR 4031, its backend with COM_QUIT).
+mysql-proxy's own read and write timeouts (``options.read_timeout``/``write_timeout``,
+8 h by default) close a connection that waited that long, as 0.8 does. Not done here:
+TLS and compression (masked in the greeting).
 """
 
 from __future__ import annotations
@@ -176,6 +177,9 @@ def version_number(version: bytes | str) -> int:
 # --- transport legs ----------------------------------------------------------------------
 
 
+_monotonic = time.monotonic  # (a global look-up less per chunk)
+
+
 class _Leg(asyncio.Protocol):
     """One socket. Data goes to `sink` when one is set (streaming), else to a buffer
     that `read_packet` reads.
@@ -199,6 +203,8 @@ class _Leg(asyncio.Protocol):
         self._held = False  # reading paused: the peer's write buffer is full
         self._reading_paused = False
         self.reads = 0  # chunks received (the idle sweep's sign of life)
+        self.last_read = time.monotonic()  # when the last chunk came (the read timeout)
+        self.write_stuck_since: float | None = None  # (the write timeout's sweep)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -208,6 +214,7 @@ class _Leg(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
+        self.last_read = _monotonic()
         sink = self.sink
         if sink is not None:
             sink(data)
@@ -351,6 +358,12 @@ class _Leg(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping what is still to be written (close() would wait for a
+        peer that does not read)."""
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class _ClientLeg(_Leg):
@@ -498,6 +511,7 @@ class LuaProxy:
         self._next_id = 1
         self._servers: list[asyncio.AbstractServer] = []
         self._idle_sweep: asyncio.Task[None] | None = None
+        self._timeout_sweep: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self._last_down_check = 0.0
@@ -530,6 +544,7 @@ class LuaProxy:
             self._servers.append(server)
         # The relay's idle sweep over this engine's connections (LuaConnection.idle_check).
         self._idle_sweep = spawn(sweep_idle(self.limits, lambda: self.sessions), "lua-idle-sweep")
+        self._timeout_sweep = spawn(self._sweep_network_timeouts(), "lua-timeout-sweep")
 
     def _new_client(self) -> asyncio.Protocol:
         limit = self.limits.max_connections  # `run`'s, changeable at runtime (SET)
@@ -552,12 +567,27 @@ class LuaProxy:
     async def close(self) -> None:
         await self.shutdown(1.0)
 
+    async def _sweep_network_timeouts(self) -> None:
+        """Read and write timeouts (LuaConnection.network_timeout_check): one pass over
+        the connections every quarter of the shorter one, at most every second."""
+        read, write = self.options.read_timeout, self.options.write_timeout
+        timeouts = [t for t in (read, write) if t > 0]
+        if not timeouts:
+            return
+        interval = min(max(min(timeouts) / 4, 0.05), 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.sessions):
+                conn.network_timeout_check(now, read, write)
+
     async def shutdown(self, grace: float) -> None:
-        if self._idle_sweep is not None:
-            self._idle_sweep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._idle_sweep
-            self._idle_sweep = None
+        for task in (self._idle_sweep, self._timeout_sweep):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._idle_sweep = self._timeout_sweep = None
         for server in self._servers:
             server.close()
         for conn in list(self.sessions):
@@ -761,6 +791,7 @@ class LuaConnection:
         self._fast_target = 0
         self._login_deadline: float | None = None
         self._idle_mark = -1  # client.reads when the idle sweep last saw the client idle
+        self._abort_reason: str | None = None  # why network_timeout_check closed it
         self._idle_since = 0.0
 
     @property
@@ -808,19 +839,7 @@ class LuaConnection:
         seconds, as the relay's Session.idle_check does. Idle time counts from the
         first sweep that saw it, so a client is never closed early. The login has its
         own limit (options.login_timeout)."""
-        # Waiting for a command: the command loop's job is pending (a resolved one runs
-        # on the slow path) and nothing is busy on the fast path (_busy stays set until
-        # the response has been relayed).
-        job = self._job
-        waiting = (
-            not self.closed
-            and not self._close_requested
-            and job is not None
-            and not job.done()
-            and not self._busy
-            and not self.client.buffer
-        )
-        if not waiting:
+        if not self._waiting_for_command():
             self._idle_mark = -1
             return
         if self._idle_mark != self.client.reads:
@@ -843,6 +862,61 @@ class LuaConnection:
             "HY000",
         )
         self._fail_job(_Closed(reason))
+
+    def _waiting_for_command(self) -> bool:
+        """Between commands: the command loop's job is pending (a resolved one runs on
+        the slow path) and nothing is busy on the fast path (_busy stays set until the
+        response has been relayed)."""
+        job = self._job
+        return (
+            not self.closed
+            and not self._close_requested
+            and job is not None
+            and not job.done()
+            and not self._busy
+            and not self.client.buffer
+        )
+
+    def network_timeout_check(self, now: float, read_timeout: float, write_timeout: float) -> None:
+        """mysql-proxy's --proxy-read-timeout and --proxy-write-timeout (reference 10.2),
+        called by LuaProxy's sweep: the connection is closed when the proxy has waited
+        that long to read (for the client's next command, or for anything from either
+        side while a command is in flight: a query running longer is cut, as 0.8 cuts
+        it) or to get its writes read (a peer that stopped reading). 0 turns one off."""
+        if self.closed:
+            return
+        reason = None
+        server = self.server
+        for leg, who in ((self.client, "client"), (server.leg if server else None, "server")):
+            transport = leg.transport if leg is not None else None
+            if leg is None or transport is None or transport.is_closing():
+                continue
+            if not transport.get_write_buffer_size():
+                leg.write_stuck_since = None
+            elif leg.write_stuck_since is None:
+                leg.write_stuck_since = now
+            elif write_timeout > 0 and now - leg.write_stuck_since >= write_timeout:
+                reason = f"write timeout: the {who} read nothing for {write_timeout:g}s"
+        if reason is None and read_timeout > 0:
+            silent = now - self.client.last_read
+            if self._waiting_for_command():
+                if silent >= read_timeout:
+                    reason = f"read timeout: no command from the client for {read_timeout:g}s"
+            elif (
+                server is not None
+                and (self._busy or self._in_command)
+                and self.client.write_stuck_since is None  # else the server is held back
+                and min(silent, now - server.leg.last_read) >= read_timeout
+            ):
+                reason = f"read timeout: nothing from the server for {read_timeout:g}s"
+        if reason is not None:
+            log.info("connection %d from %s: %s", self.id, self.client_address, reason)
+            self._abort_reason = reason
+            # Aborted, not closed: a close waits for the writes a stuck peer never reads.
+            # The teardown that follows closes the server leg cleanly unless it is stuck.
+            self.client.abort()
+            if server is not None and server.leg.write_stuck_since is not None:
+                server.leg.abort()
 
     def info(self) -> ConnectionInfo:
         server = self.server
@@ -930,6 +1004,7 @@ class LuaConnection:
         if self.closed:
             return
         self.closed = True
+        reason = self._abort_reason or reason
         try:
             if self.scope.loaded and self.proxy.options.script is not None:
                 try:
