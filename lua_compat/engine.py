@@ -202,8 +202,7 @@ class _Leg(asyncio.Protocol):
         self._full = False  # reading paused: the buffer is over READ_HIGH_WATER
         self._held = False  # reading paused: the peer's write buffer is full
         self._reading_paused = False
-        self.reads = 0  # chunks received (the idle sweep's sign of life)
-        self.last_read = time.monotonic()  # when the last chunk came (the read timeout)
+        self.last_read = time.monotonic()  # when the last chunk came (idle, read timeout)
         self.write_stuck_since: float | None = None  # (the write timeout's sweep)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -213,7 +212,6 @@ class _Leg(asyncio.Protocol):
         set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
-        self.reads += 1
         self.last_read = _monotonic()
         sink = self.sink
         if sink is not None:
@@ -790,9 +788,9 @@ class LuaConnection:
         self._fast_server: ServerConnection | None = None
         self._fast_target = 0
         self._login_deadline: float | None = None
-        self._idle_mark = -1  # client.reads when the idle sweep last saw the client idle
         self._abort_reason: str | None = None  # why network_timeout_check closed it
-        self._idle_since = 0.0
+        # When the wait for the client's next command began (see _client_silence).
+        self._waiting_since = 0.0
 
     @property
     def server(self) -> ServerConnection | None:
@@ -836,19 +834,12 @@ class LuaConnection:
     def idle_check(self, now: float, timeout: float) -> None:
         """Called by the idle sweep (mysqlproxy.proxy.limits.sweep_idle): close the
         connection once the client, between commands, has sent nothing for `timeout`
-        seconds, as the relay's Session.idle_check does. Idle time counts from the
-        first sweep that saw it, so a client is never closed early. The login has its
-        own limit (options.login_timeout)."""
-        if not self._waiting_for_command():
-            self._idle_mark = -1
+        seconds, as the relay's Session.idle_check does. The login has its own limit
+        (options.login_timeout)."""
+        silence = self._client_silence(now)
+        if silence is None or silence < timeout:
             return
-        if self._idle_mark != self.client.reads:
-            self._idle_mark = self.client.reads
-            self._idle_since = now
-            return
-        if now - self._idle_since < timeout:
-            return
-        reason = f"idle for {now - self._idle_since:.1f}s, idle_timeout is {timeout:g}s"
+        reason = f"idle for {silence:.1f}s, idle_timeout is {timeout:g}s"
         log.info("connection %d from %s: %s", self.id, self.client_address, reason)
         server = self.server
         if server is not None:
@@ -863,19 +854,23 @@ class LuaConnection:
         )
         self._fail_job(_Closed(reason))
 
-    def _waiting_for_command(self) -> bool:
-        """Between commands: the command loop's job is pending (a resolved one runs on
-        the slow path) and nothing is busy on the fast path (_busy stays set until the
-        response has been relayed)."""
+    def _client_silence(self, now: float) -> float | None:
+        """Between commands, how long the client has sent nothing since the wait for its
+        next command began (a response that streamed for long does not count); None
+        while a command is read or answered. Between commands: the command loop's job
+        is pending (a resolved one runs on the slow path) and nothing is busy on the
+        fast path (_busy stays set until the response has been relayed)."""
         job = self._job
-        return (
-            not self.closed
-            and not self._close_requested
-            and job is not None
-            and not job.done()
-            and not self._busy
-            and not self.client.buffer
-        )
+        if (
+            self.closed
+            or self._close_requested
+            or job is None
+            or job.done()
+            or self._busy
+            or self.client.buffer
+        ):
+            return None
+        return now - max(self.client.last_read, self._waiting_since)
 
     def network_timeout_check(self, now: float, read_timeout: float, write_timeout: float) -> None:
         """mysql-proxy's --proxy-read-timeout and --proxy-write-timeout (reference 10.2),
@@ -898,15 +893,15 @@ class LuaConnection:
             elif write_timeout > 0 and now - leg.write_stuck_since >= write_timeout:
                 reason = f"write timeout: the {who} read nothing for {write_timeout:g}s"
         if reason is None and read_timeout > 0:
-            silent = now - self.client.last_read
-            if self._waiting_for_command():
-                if silent >= read_timeout:
+            silence = self._client_silence(now)
+            if silence is not None:
+                if silence >= read_timeout:
                     reason = f"read timeout: no command from the client for {read_timeout:g}s"
             elif (
                 server is not None
                 and (self._busy or self._in_command)
                 and self.client.write_stuck_since is None  # else the server is held back
-                and min(silent, now - server.leg.last_read) >= read_timeout
+                and now - max(self.client.last_read, server.leg.last_read) >= read_timeout
             ):
                 reason = f"read timeout: nothing from the server for {read_timeout:g}s"
         if reason is not None:
@@ -1468,6 +1463,7 @@ class LuaConnection:
                 raise _Closed("proxy shutting down")
             self._job = loop.create_future()
             self._busy = False
+            self._waiting_since = _monotonic()
             self.client.sink = self._client_data
             if self.client.closed:
                 raise _Closed(None)
@@ -1647,6 +1643,7 @@ class LuaConnection:
             self._fail_job(_Closed("proxy shutting down"))
             return
         self._busy = False
+        self._waiting_since = _monotonic()
         if not self._in_client_data and self.client.buffer:
             self._client_data(b"")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pymysql
+import pymysql.cursors
 import pytest
 
 from tests.conftest import MariaDB
@@ -38,6 +39,27 @@ def test_read_timeout_spares_a_client_at_work(mariadb: MariaDB) -> None:
             time.sleep(0.2)
             cur.execute("SELECT 2")
             assert cur.fetchall() == ((2,),)
+
+
+def test_read_timeout_counts_from_the_end_of_a_long_result(mariadb: MariaDB) -> None:
+    """A result that streams for longer than the read timeout (the client reading it
+    slowly) leaves the client the whole timeout for its next command: the wait for it
+    starts when the response has been relayed, not when the client last sent."""
+    with (
+        run_lua_proxy(None, [mariadb.address], read_timeout=0.5) as proxy,
+        connect(proxy, cursorclass=pymysql.cursors.SSCursor, database="mysql") as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT seq, REPEAT('x', 200) FROM seq_1_to_100000")
+        started, rows = time.monotonic(), 0
+        while batch := cur.fetchmany(10000):
+            rows += len(batch)
+            time.sleep(0.1)
+        assert rows == 100000
+        assert time.monotonic() - started > 0.8  # longer than the timeout
+        time.sleep(0.3)  # under the timeout
+        cur.execute("SELECT 4")
+        assert list(cur.fetchall()) == [(4,)]
 
 
 def test_read_timeout_cuts_a_query_longer_than_it(mariadb: MariaDB) -> None:
