@@ -99,7 +99,12 @@ from mysqlproxy.protocol.constants import (
 from mysqlproxy.protocol.errors import PacketTooLarge, ProtocolError
 from mysqlproxy.protocol.tracker import C_AUTH, C_INFILE, ConnectionTracker
 from mysqlproxy.proxy.backends import Address, Backend
-from mysqlproxy.proxy.limits import DEFAULT_MAX_PACKET_SIZE, Limits, sweep_idle
+from mysqlproxy.proxy.limits import (
+    DEFAULT_MAX_PACKET_SIZE,
+    Limits,
+    sweep_idle,
+    sweep_interval,
+)
 from mysqlproxy.proxy.server import TooManyConnections, remove_stale_socket
 from mysqlproxy.proxy.session import COM_QUIT_PACKET, PACKET_TOO_LARGE_MESSAGE, set_nodelay
 from mysqlproxy.proxy.tasks import spawn
@@ -572,7 +577,7 @@ class LuaProxy:
         timeouts = [t for t in (read, write) if t > 0]
         if not timeouts:
             return
-        interval = min(max(min(timeouts) / 4, 0.05), 1.0)
+        interval = sweep_interval(min(timeouts))
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()

@@ -115,6 +115,12 @@ class IdleChecked(Protocol):
     def idle_check(self, now: float, timeout: float) -> None: ...
 
 
+def sweep_interval(timeout: float) -> float:
+    """How often a sweep enforcing `timeout` runs: a quarter of it (a connection is
+    closed at most a quarter late), at most every second, at least every 50 ms."""
+    return min(max(timeout / 4, 0.05), 1.0)
+
+
 async def sweep_idle(limits: Limits, connections: Callable[[], Iterable[IdleChecked]]) -> None:
     """Close clients idle longer than limits.idle_timeout: each connection's idle_check
     decides. One pass over the connections every quarter of the timeout: nothing on the
@@ -125,7 +131,7 @@ async def sweep_idle(limits: Limits, connections: Callable[[], Iterable[IdleChec
         if timeout <= 0:
             await asyncio.sleep(IDLE_SWEEP_OFF_INTERVAL)
             continue
-        await asyncio.sleep(min(max(timeout / 4, 0.05), 1.0))
+        await asyncio.sleep(sweep_interval(timeout))
         timeout = limits.idle_timeout
         if timeout <= 0:
             continue
